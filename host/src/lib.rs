@@ -1,0 +1,3 @@
+pub mod metrics;
+pub mod state;
+pub mod wasm;

@@ -1,0 +1,114 @@
+//! Counters the host keeps per stage, and the metrics plugins report through
+//! the `metrics` import. The admin API renders both.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+pub struct StageMetrics {
+    /// Messages read from the input topics.
+    pub consumed: AtomicU64,
+    /// Records published to outputs and acknowledged by the broker.
+    pub emitted: AtomicU64,
+    /// Messages published to the dead-letter topic and acknowledged.
+    pub dead_lettered: AtomicU64,
+    /// Input offsets stored for commit.
+    pub committed: AtomicU64,
+    pub batches: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub instance_restarts: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct StageSnapshot {
+    pub consumed: u64,
+    pub emitted: u64,
+    pub dead_lettered: u64,
+    pub committed: u64,
+    pub batches: u64,
+    pub traps: u64,
+    pub timeouts: u64,
+    pub instance_restarts: u64,
+}
+
+impl StageMetrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StageSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StageSnapshot {
+            consumed: get(&self.consumed),
+            emitted: get(&self.emitted),
+            dead_lettered: get(&self.dead_lettered),
+            committed: get(&self.committed),
+            batches: get(&self.batches),
+            traps: get(&self.traps),
+            timeouts: get(&self.timeouts),
+            instance_restarts: get(&self.instance_restarts),
+        }
+    }
+}
+
+/// A plugin metric's identity: stage, name and sorted labels.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PluginMetricKey {
+    pub stage: String,
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum PluginMetricValue {
+    Counter(u64),
+    Gauge(f64),
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    stages: Mutex<BTreeMap<String, Arc<StageMetrics>>>,
+    plugin: Mutex<BTreeMap<PluginMetricKey, PluginMetricValue>>,
+}
+
+impl Registry {
+    pub fn stage(&self, name: &str) -> Arc<StageMetrics> {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        stages.entry(name.to_string()).or_default().clone()
+    }
+
+    pub fn stages(&self) -> BTreeMap<String, StageSnapshot> {
+        let stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        stages
+            .iter()
+            .map(|(k, v)| (k.clone(), v.snapshot()))
+            .collect()
+    }
+
+    pub fn counter_add(&self, key: PluginMetricKey, delta: u64) {
+        let mut plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner());
+        match plugin.entry(key).or_insert(PluginMetricValue::Counter(0)) {
+            PluginMetricValue::Counter(c) => *c = c.saturating_add(delta),
+            // A name used as a gauge first stays a gauge; the plugin's
+            // mistake must not crash or corrupt anything.
+            PluginMetricValue::Gauge(_) => {}
+        }
+    }
+
+    pub fn gauge_set(&self, key: PluginMetricKey, value: f64) {
+        let mut plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = plugin.entry(key).or_insert(PluginMetricValue::Gauge(value));
+        if let PluginMetricValue::Gauge(g) = slot {
+            *g = value;
+        }
+    }
+
+    pub fn plugin_metrics(&self) -> Vec<(PluginMetricKey, PluginMetricValue)> {
+        let plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner());
+        plugin.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}

@@ -1,0 +1,6 @@
+//! Host bindings generated from `wit/`.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "processor",
+});

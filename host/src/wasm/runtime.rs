@@ -1,0 +1,182 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use super::bindings::ProcessorPre;
+use super::cache::ArtifactCache;
+use super::error::WasmError;
+use super::host::HostState;
+use crate::metrics::Registry;
+use crate::state::StateStore;
+
+/// The version of the WIT package this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// How often the epoch advances; call deadlines are multiples of it.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Where compiled plugins are kept; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeOptions {
+    /// `$WEIR_CACHE_DIR`, else `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
+    pub fn from_env() -> Self {
+        let dir = std::env::var_os("WEIR_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("weir")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir")));
+        RuntimeOptions {
+            cache_dir: dir.map(|d| d.join("components")),
+        }
+    }
+}
+
+/// The process-wide wasm engine and everything plugins share.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    cache: Option<ArtifactCache>,
+    pub(crate) state: Arc<dyn StateStore>,
+    pub(crate) metrics: Arc<Registry>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled plugin, ready to instantiate (wasmtime's `InstancePre`).
+pub struct Plugin {
+    pub path: PathBuf,
+    /// SHA-256 of the component file, hex.
+    pub digest: String,
+    pub(crate) pre: ProcessorPre<HostState>,
+    /// Whether the compiled code came from the on-disk cache.
+    pub cached: bool,
+    pub load_time: Duration,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+impl Runtime {
+    pub fn new(
+        options: RuntimeOptions,
+        state: Arc<dyn StateStore>,
+        metrics: Arc<Registry>,
+    ) -> Result<Self, WasmError> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            // Deadlines by epoch, not fuel: a tick costs the hot path a load
+            // and a compare per loop header instead of a counter per block.
+            .epoch_interruption(true)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| WasmError::Engine(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| WasmError::Engine(e.to_string()))?;
+        super::bindings::Processor::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s: &mut HostState| s,
+        )
+        .map_err(|e| WasmError::Engine(e.to_string()))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.weak();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("weir-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(|e| WasmError::Engine(e.to_string()))?;
+        }
+
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: options.cache_dir.map(ArtifactCache::new),
+            state,
+            metrics,
+            ticker_stop,
+        })
+    }
+
+    /// Reads, compiles (or loads from the cache) and links a plugin, checking
+    /// that it targets the `processor` world of this host's WIT version.
+    pub fn load(&self, stage: &str, path: &Path) -> Result<Plugin, WasmError> {
+        let start = Instant::now();
+        let wasm = std::fs::read(path).map_err(|source| WasmError::Read {
+            stage: stage.into(),
+            path: path.into(),
+            source,
+        })?;
+        let compile_err = |reason: String| WasmError::Compile {
+            stage: stage.into(),
+            path: path.into(),
+            reason,
+        };
+        if !wasm.starts_with(b"\0asm") {
+            return Err(compile_err("the file does not start with the wasm magic number".into()));
+        }
+        let digest = hex::encode(Sha256::digest(&wasm));
+        let (component, cached) = match &self.cache {
+            Some(cache) => cache.load(&self.engine, &digest, &wasm),
+            None => Component::new(&self.engine, &wasm).map(|c| (c, false)),
+        }
+        .map_err(|e| compile_err(format!("{e:#}")))?;
+
+        let incompatible = |reason: String| WasmError::Incompatible {
+            stage: stage.into(),
+            path: path.into(),
+            version: WIT_VERSION,
+            reason,
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| incompatible(format!("{e:#}")))?;
+        let pre = ProcessorPre::new(pre).map_err(|e| incompatible(format!("{e:#}")))?;
+        let load_time = start.elapsed();
+        tracing::info!(
+            stage,
+            plugin = %path.display(),
+            digest = &digest[..12],
+            cached,
+            load_ms = load_time.as_secs_f64() * 1e3,
+            "plugin loaded"
+        );
+        Ok(Plugin {
+            path: path.into(),
+            digest,
+            pre,
+            cached,
+            load_time,
+        })
+    }
+}

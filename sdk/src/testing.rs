@@ -1,0 +1,221 @@
+//! Run a [`Processor`] natively, as the host would, for unit tests.
+//!
+//! ```ignore
+//! let mut h = Harness::<MyPlugin>::new(&["default"], serde_json::json!({}))?;
+//! let out = h.process(&[TestMessage::json(&serde_json::json!({"a": 1}))]);
+//! assert_eq!(out[0].as_ref().unwrap()[0].json()["a"], 1);
+//! ```
+//!
+//! State, metrics and logs go to per-thread fakes; each test runs on its own
+//! thread, so tests do not see each other's state.
+
+use crate::bindings::weir::plugin::types::{self as wit, Batch, Header, Message, Span};
+use crate::{InitContext, Processor};
+
+/// An input message for a test.
+#[derive(Debug, Clone, Default)]
+pub struct TestMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl TestMessage {
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        TestMessage {
+            topic: "input".into(),
+            timestamp_ms: -1,
+            value: Some(value.into()),
+            ..TestMessage::default()
+        }
+    }
+
+    pub fn json(value: &serde_json::Value) -> Self {
+        Self::new(value.to_string())
+    }
+
+    pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn offset(mut self, offset: i64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = partition;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A record the plugin emitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestOutput {
+    /// The logical output's name.
+    pub output: String,
+    /// `None` means "the input's key".
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TestOutput {
+    /// The value parsed as JSON (`Null` if absent or invalid).
+    pub fn json(&self) -> serde_json::Value {
+        self.value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A plugin instance driven natively.
+pub struct Harness<P> {
+    plugin: P,
+    outputs: Vec<String>,
+}
+
+impl<P: Processor> Harness<P> {
+    /// Initialises the plugin as the host would for a stage with these
+    /// outputs and `[stage.config]`.
+    pub fn new(outputs: &[&str], config: serde_json::Value) -> Result<Self, String> {
+        let mut outputs: Vec<String> = outputs.iter().map(|s| s.to_string()).collect();
+        outputs.sort();
+        let ctx = InitContext {
+            stage: "test".into(),
+            outputs: outputs.clone(),
+            config_json: config.to_string(),
+        };
+        set_scope(-1);
+        let plugin = P::init(&ctx)?;
+        Ok(Harness { plugin, outputs })
+    }
+
+    /// Processes one batch; all messages should share a partition, as in the
+    /// host. Returns each message's outputs or its rejection reason.
+    pub fn process(&mut self, messages: &[TestMessage]) -> Vec<Result<Vec<TestOutput>, String>> {
+        let batch = encode(messages);
+        set_scope(messages.first().map_or(-1, |m| m.partition));
+        let result =
+            crate::runtime::process_with(&mut self.plugin, &batch, self.outputs.len() as u32);
+        result
+            .outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                Err(reason) => Err(reason.clone()),
+                Ok(range) => Ok(result.outputs
+                    [range.offset as usize..(range.offset + range.len) as usize]
+                    .iter()
+                    .map(|o| TestOutput {
+                        output: self.outputs[o.target as usize].clone(),
+                        key: o.key.map(|k| crate::runtime::result_bytes(&result, k)),
+                        value: o.value.map(|v| crate::runtime::result_bytes(&result, v)),
+                        headers: result.headers[o.headers.offset as usize
+                            ..(o.headers.offset + o.headers.len) as usize]
+                            .iter()
+                            .map(|h| {
+                                (
+                                    crate::runtime::result_bytes(&result, h.name),
+                                    crate::runtime::result_bytes(&result, h.value),
+                                )
+                            })
+                            .collect(),
+                    })
+                    .collect()),
+            })
+            .collect()
+    }
+
+    /// Processes one message.
+    pub fn process_one(&mut self, message: TestMessage) -> Result<Vec<TestOutput>, String> {
+        self.process(&[message]).remove(0)
+    }
+
+    pub fn plugin(&self) -> &P {
+        &self.plugin
+    }
+}
+
+fn set_scope(partition: i32) {
+    crate::host::imp::FAKE.with(|f| f.borrow_mut().scope = partition);
+}
+
+/// The value of a counter the plugin has added to on this thread.
+pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    let key = crate::host::imp::metric_key(name, labels);
+    crate::host::imp::FAKE.with(|f| f.borrow().counters.get(&key).copied().unwrap_or(0))
+}
+
+/// The value of a gauge the plugin has set on this thread.
+pub fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let key = crate::host::imp::metric_key(name, labels);
+    crate::host::imp::FAKE.with(|f| f.borrow().gauges.get(&key).copied())
+}
+
+/// The messages the plugin has logged on this thread.
+pub fn logs() -> Vec<String> {
+    crate::host::imp::FAKE.with(|f| f.borrow().logs.iter().map(|(_, m)| m.clone()).collect())
+}
+
+fn push(data: &mut Vec<u8>, bytes: &[u8]) -> Span {
+    let offset = data.len() as u32;
+    data.extend_from_slice(bytes);
+    Span {
+        offset,
+        len: bytes.len() as u32,
+    }
+}
+
+/// Encodes messages as the host does: one arena, spans into it.
+fn encode(messages: &[TestMessage]) -> Batch {
+    let mut topics: Vec<String> = Vec::new();
+    let mut data = Vec::new();
+    let mut headers = Vec::new();
+    let mut encoded = Vec::with_capacity(messages.len());
+    for m in messages {
+        let topic = match topics.iter().position(|t| *t == m.topic) {
+            Some(i) => i,
+            None => {
+                topics.push(m.topic.clone());
+                topics.len() - 1
+            }
+        };
+        let key = m.key.as_deref().map(|k| push(&mut data, k));
+        let value = m.value.as_deref().map(|v| push(&mut data, v));
+        let first = headers.len() as u32;
+        for (n, v) in &m.headers {
+            let name = push(&mut data, n.as_bytes());
+            let value = push(&mut data, v);
+            headers.push(Header { name, value });
+        }
+        encoded.push(Message {
+            topic: topic as u32,
+            partition: m.partition,
+            offset: m.offset,
+            timestamp_ms: m.timestamp_ms,
+            key,
+            value,
+            headers: Span {
+                offset: first,
+                len: m.headers.len() as u32,
+            },
+        });
+    }
+    wit::Batch {
+        topics,
+        messages: encoded,
+        headers,
+        data,
+    }
+}

@@ -1,0 +1,84 @@
+//! Builds weir's plugins as wasm components and exports their paths as
+//! constants, so tests never depend on a manual build or a binary in git
+//! (the approach of wasmtime's `crates/test-programs`).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (constant name, cargo package, artifact stem)
+const PLUGINS: &[(&str, &str, &str)] = &[
+    ("PASSTHROUGH", "weir-passthrough", "weir_passthrough"),
+    ("F1_DEGRADATION", "weir-f1-degradation", "weir_f1_degradation"),
+    ("F1_ALERTS", "weir-f1-alerts", "weir_f1_alerts"),
+];
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    for dir in ["wit", "sdk", "plugins"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+
+    // A target dir of its own: the outer cargo holds the lock on `target/`.
+    let target_dir = env::var_os("WEIR_FIXTURES_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target").join("fixtures"));
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (_, package, _) in PLUGINS {
+        cmd.arg("-p").arg(package);
+    }
+    // The outer build's flags are for the host, not for wasm.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the wasm plugins: {e}"));
+    if !status.success() {
+        panic!(
+            "building the plugins for {TARGET} failed ({status}); \
+             is the target installed? `rustup target add {TARGET}` \
+             (scripts/test.sh does this)"
+        );
+    }
+
+    let mut out = String::new();
+    let mut all = Vec::new();
+    for (name, _, stem) in PLUGINS {
+        let path = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{stem}.wasm"));
+        assert!(path.is_file(), "expected {}", path.display());
+        out.push_str(&format!(
+            "/// The `{stem}` component.\npub const {name}: &str = {:?};\n",
+            path.display().to_string()
+        ));
+        all.push(format!("(\"{stem}\", {name})"));
+    }
+    out.push_str(&format!(
+        "/// Every plugin component: (name, path).\npub const ALL: &[(&str, &str)] = &[{}];\n",
+        all.join(", ")
+    ));
+    let dest = Path::new(&env::var_os("OUT_DIR").unwrap()).join("fixtures.rs");
+    std::fs::write(dest, out).unwrap();
+}
