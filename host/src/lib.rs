@@ -1,3 +1,16 @@
+//! weir: a stream processor that runs sandboxed WebAssembly components on
+//! Kafka.
+//!
+//! The crate is layered as Vector is: [`config`] parses and validates
+//! `pipeline.toml` without touching the network; [`topology`] turns a config
+//! into running stage tasks; [`kafka`] and [`wasm`] own the I/O and the
+//! plugin runtime; [`admin`] serves the REST API.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod kafka;
 pub mod metrics;
 pub mod state;
+pub mod topology;
 pub mod wasm;

@@ -1,1 +1,157 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use weir::config::{self, Brokers, ProcessEnv};
+use weir::kafka::EmbeddedBroker;
+use weir::wasm::RuntimeOptions;
+
+/// weir: run sandboxed WebAssembly components on Kafka.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a pipeline offline: config, plugin files, and that every plugin
+    /// loads, matches the WIT world and initialises.
+    Validate {
+        #[arg(default_value = "pipeline.toml")]
+        path: PathBuf,
+    },
+    /// Run a pipeline until Ctrl-C or SIGTERM.
+    Run {
+        #[arg(default_value = "pipeline.toml")]
+        path: PathBuf,
+        /// Overrides `[admin].listen`.
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<std::net::SocketAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,librdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { path } => validate(&path),
+        Command::Run { path, admin_listen } => run(&path, admin_listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::load(path, &ProcessEnv)?;
+    match weir::app::validate_plugins(&config, RuntimeOptions::from_env()) {
+        Ok(reports) => {
+            println!("{}: valid", path.display());
+            for r in reports {
+                println!("  stage {}: plugin sha256:{}", r.stage, &r.digest[..16]);
+            }
+            Ok(())
+        }
+        Err(errors) => {
+            let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            anyhow::bail!(
+                "{}: {} plugin error(s)\n{}",
+                path.display(),
+                errors.len(),
+                lines.join("\n")
+            )
+        }
+    }
+}
+
+fn run(path: &std::path::Path, admin_listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let mut config = config::load(path, &ProcessEnv)?;
+    if let Some(listen) = admin_listen {
+        config.admin.listen = listen;
+    }
+    check_admin_exposure(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // The embedded broker lives on this thread, outliving the pipeline.
+    let (embedded, bootstrap) = match &config.kafka.brokers {
+        Brokers::Embedded => {
+            let broker = EmbeddedBroker::start()?;
+            broker.create_topics(&config.topics)?;
+            let bootstrap = broker.bootstrap_servers();
+            tracing::warn!(
+                bootstrap_servers = bootstrap,
+                "using the embedded development broker: in-memory, NOT durable; \
+                 other Kafka clients can connect to it at this address"
+            );
+            (Some(broker), bootstrap)
+        }
+        Brokers::Bootstrap(b) => (None, b.clone()),
+    };
+    let shutdown = CancellationToken::new();
+    rt.spawn(signal(shutdown.clone()));
+    let result = rt.block_on(weir::app::run(
+        config,
+        bootstrap,
+        embedded.is_some(),
+        RuntimeOptions::from_env(),
+        shutdown,
+    ));
+    drop(embedded);
+    result
+}
+
+/// The admin API can change what runs; off loopback it needs a token.
+fn check_admin_exposure(config: &config::PipelineConfig) -> anyhow::Result<()> {
+    let listen = config.admin.listen;
+    let token = std::env::var("WEIR_ADMIN_TOKEN").unwrap_or_default();
+    if !listen.ip().is_loopback() && token.is_empty() {
+        anyhow::bail!(
+            "{}: [admin].listen = {listen} is not a loopback address; set WEIR_ADMIN_TOKEN \
+             so that requests that change state need `Authorization: Bearer <token>`",
+            config.source.display()
+        );
+    }
+    Ok(())
+}
+
+async fn signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing in-flight batches and committing offsets");
+    shutdown.cancel();
+}

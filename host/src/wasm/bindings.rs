@@ -3,4 +3,5 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "processor",
+    additional_derives: [PartialEq],
 });

@@ -168,7 +168,7 @@ impl Runtime {
             plugin = %path.display(),
             digest = &digest[..12],
             cached,
-            load_ms = load_time.as_secs_f64() * 1e3,
+            load_ms = load_time.as_millis() as u64,
             "plugin loaded"
         );
         Ok(Plugin {

@@ -1,0 +1,203 @@
+//! The REST admin API, as a value: [`router`] builds it from an
+//! [`AdminState`], so tests drive it with `tower::ServiceExt::oneshot` and
+//! `weir run` serves it.
+
+mod error;
+
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+pub use error::AppError;
+
+use crate::metrics::{Registry, StageSnapshot};
+use crate::topology::StageInfo;
+
+#[derive(Clone)]
+pub struct AdminState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    started_at: SystemTime,
+    bootstrap_servers: String,
+    embedded_broker: bool,
+    metrics: Arc<Registry>,
+    stages: RwLock<Vec<StageInfo>>,
+}
+
+impl AdminState {
+    pub fn new(bootstrap_servers: String, embedded_broker: bool, metrics: Arc<Registry>) -> Self {
+        AdminState {
+            inner: Arc::new(Inner {
+                started_at: SystemTime::now(),
+                bootstrap_servers,
+                embedded_broker,
+                metrics,
+                stages: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn set_stages(&self, stages: Vec<StageInfo>) {
+        *self.inner.stages.write().unwrap_or_else(|e| e.into_inner()) = stages;
+    }
+
+    fn stages(&self) -> Vec<StageInfo> {
+        self.inner.stages.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/stages", get(stages))
+        .route("/api/v1/stages/{stage}", get(stage))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AdminState>) -> Result<&'static str, AppError> {
+    if state.stages().is_empty() {
+        return Err(AppError::Unavailable("no stage is running yet".into()));
+    }
+    Ok("ready")
+}
+
+#[derive(Debug, Serialize)]
+struct StageStatus {
+    #[serde(flatten)]
+    info: StageInfo,
+    metrics: StageSnapshot,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    running: bool,
+    bootstrap_servers: String,
+    embedded_broker: bool,
+    uptime_seconds: u64,
+    stages: Vec<StageStatus>,
+}
+
+fn stage_status(state: &AdminState, info: StageInfo) -> StageStatus {
+    let metrics = state.inner.metrics.stage(&info.name).snapshot();
+    StageStatus { info, metrics }
+}
+
+async fn status(State(state): State<AdminState>) -> Json<Status> {
+    let stages: Vec<StageStatus> = state
+        .stages()
+        .into_iter()
+        .map(|i| stage_status(&state, i))
+        .collect();
+    Json(Status {
+        running: !stages.is_empty(),
+        bootstrap_servers: state.inner.bootstrap_servers.clone(),
+        embedded_broker: state.inner.embedded_broker,
+        uptime_seconds: state
+            .inner
+            .started_at
+            .elapsed()
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        stages,
+    })
+}
+
+async fn stages(State(state): State<AdminState>) -> Json<Vec<StageStatus>> {
+    Json(
+        state
+            .stages()
+            .into_iter()
+            .map(|i| stage_status(&state, i))
+            .collect(),
+    )
+}
+
+async fn stage(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<StageStatus>, AppError> {
+    let info = state
+        .stages()
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| AppError::NotFound(format!("no stage named {name:?}")))?;
+    Ok(Json(stage_status(&state, info)))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn state() -> AdminState {
+        let s = AdminState::new("127.0.0.1:9092".into(), false, Arc::new(Registry::default()));
+        s.set_stages(vec![StageInfo {
+            name: "degradation".into(),
+            plugin: "p.wasm".into(),
+            plugin_digest: "abc".into(),
+            inputs: vec!["in".into()],
+            outputs: [("default".to_string(), "out".to_string())].into(),
+            dead_letter: "dlq".into(),
+            instances: 1,
+        }]);
+        s
+    }
+
+    async fn get_json(router: Router, uri: &str) -> (StatusCode, serde_json::Value) {
+        let resp = router
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn status_lists_stages_with_metrics() {
+        let s = state();
+        crate::metrics::StageMetrics::add(&s.inner.metrics.stage("degradation").consumed, 7);
+        let (code, body) = get_json(router(s), "/api/v1/status").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body["running"], true);
+        assert_eq!(body["stages"][0]["name"], "degradation");
+        assert_eq!(body["stages"][0]["metrics"]["consumed"], 7);
+    }
+
+    #[tokio::test]
+    async fn unknown_stage_is_404_with_json_error() {
+        let (code, body) = get_json(router(state()), "/api/v1/stages/nope").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "no stage named \"nope\"");
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_stages() {
+        let empty = AdminState::new("x".into(), true, Arc::new(Registry::default()));
+        let resp = router(empty)
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let resp = router(state())
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+}

@@ -1,0 +1,186 @@
+//! The validated pipeline: what the rest of weir codes against.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// The `pipeline.toml` path as given.
+    pub source: PathBuf,
+    pub kafka: KafkaConfig,
+    pub admin: AdminConfig,
+    pub topics: Vec<TopicConfig>,
+    pub stages: Vec<StageConfig>,
+}
+
+impl PipelineConfig {
+    pub fn stage(&self, name: &str) -> Option<&StageConfig> {
+        self.stages.iter().find(|stage| stage.name == name)
+    }
+
+    /// A declared topic, by its name after prefix substitution.
+    pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
+        self.topics.iter().find(|topic| topic.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Brokers {
+    /// The in-process development broker.
+    Embedded,
+    /// A bootstrap list such as `h1:9092,h2:9092`.
+    Bootstrap(String),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub brokers: Brokers,
+    pub group_id: String,
+    pub topic_prefix: String,
+    /// Lowercase: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: Option<String>,
+    /// Uppercase: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<String>,
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Raw librdkafka properties.
+    pub options: BTreeMap<String, String>,
+}
+
+pub(super) const DEFAULT_GROUP_ID: &str = "weir";
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: Brokers::Embedded,
+            group_id: DEFAULT_GROUP_ID.to_owned(),
+            topic_prefix: String::new(),
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// librdkafka properties for the security settings followed by `options`.
+    ///
+    /// `bootstrap.servers` is not included: the caller knows whether it is talking to the
+    /// embedded broker and where that listens. A key set both by a dedicated setting and in
+    /// `options` appears once, with the `options` value, so that `options` can override
+    /// anything.
+    pub fn client_properties(&self) -> Vec<(String, String)> {
+        let ca_location = self
+            .ssl_ca_location
+            .as_ref()
+            .map(|path| path.to_string_lossy().into_owned());
+        let dedicated = [
+            ("security.protocol", self.security_protocol.clone()),
+            ("sasl.mechanism", self.sasl_mechanism.clone()),
+            ("sasl.username", self.sasl_username.clone()),
+            ("sasl.password", self.sasl_password.clone()),
+            ("ssl.ca.location", ca_location),
+        ];
+        dedicated
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+            .filter(|(key, _)| !self.options.contains_key(key))
+            .chain(self.options.clone())
+            .collect()
+    }
+
+    /// The consumer group of a stage.
+    pub fn consumer_group(&self, stage: &str) -> String {
+        format!("{}.{stage}", self.group_id)
+    }
+}
+
+// Hand-written so that the password never reaches logs. Options are printed by key only:
+// librdkafka properties such as `sasl.oauthbearer.client.secret` are secrets too.
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| Redacted),
+            )
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// After prefix substitution.
+    pub name: String,
+    /// When set, the topic is created at start if missing.
+    pub partitions: Option<i32>,
+    pub replication_factor: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchConfig {
+    pub max_messages: usize,
+    pub max_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_messages: 256,
+            max_wait: Duration::from_millis(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageConfig {
+    pub name: String,
+    /// Joined with the pipeline file's directory when relative; not canonicalised.
+    pub plugin: PathBuf,
+    /// Topic names, prefix substituted.
+    pub inputs: Vec<String>,
+    /// Logical output name -> topic, prefix substituted.
+    pub outputs: BTreeMap<String, String>,
+    pub dead_letter: String,
+    pub batch: BatchConfig,
+    /// `[stage.config]` as JSON, for the plugin's init. TOML datetimes become strings.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// 1-based line of the `[[stage]]` header, for later error messages.
+    pub line: usize,
+}

@@ -1,0 +1,114 @@
+use rdkafka::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+
+use crate::config::KafkaConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("cannot create the Kafka {what} for {bootstrap}: {source}")]
+    Client {
+        what: &'static str,
+        bootstrap: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("stage {stage}: cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        stage: String,
+        topics: Vec<String>,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot create topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("topic {topic} does not exist and pipeline.toml gives it no `partitions` to create it with")]
+    MissingTopic { topic: String },
+    #[error("cannot read metadata from {bootstrap}: {source}")]
+    Metadata {
+        bootstrap: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot start the embedded broker: {0}")]
+    Embedded(#[source] rdkafka::error::KafkaError),
+}
+
+/// Settings shared by every client of one pipeline.
+#[derive(Debug, Clone)]
+pub struct KafkaClients {
+    pub bootstrap: String,
+    base: Vec<(String, String)>,
+}
+
+impl KafkaClients {
+    pub fn new(bootstrap: String, kafka: &KafkaConfig) -> Self {
+        KafkaClients {
+            bootstrap,
+            base: kafka.client_properties(),
+        }
+    }
+
+    fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        // The user's settings (security, [kafka.options]) win over ours.
+        for (k, v) in &self.base {
+            c.set(k, v);
+        }
+        c
+    }
+
+    fn client_err(&self, what: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError + '_ {
+        move |source| KafkaError::Client {
+            what,
+            bootstrap: self.bootstrap.clone(),
+            source,
+        }
+    }
+
+    /// The pipeline's producer: idempotent with `acks=all`, so a retried send
+    /// neither duplicates nor reorders, and Java-compatible key partitioning
+    /// (murmur2), so weir's outputs co-partition with other Kafka clients'.
+    pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+        self.config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("queue.buffering.max.kbytes", "262144"),
+            ("message.timeout.ms", "300000"),
+        ])
+        .create()
+        .map_err(self.client_err("producer"))
+    }
+
+    /// A stage's consumer. Offsets are stored by the stage only once every
+    /// record derived from a message is acknowledged, and auto-commit then
+    /// commits only stored offsets: at-least-once.
+    pub fn consumer(&self, group_id: &str) -> Result<StreamConsumer, KafkaError> {
+        self.config(&[
+            ("group.id", group_id),
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.commit.interval.ms", "1000"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            ("fetch.wait.max.ms", "10"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+        ])
+        .create()
+        .map_err(self.client_err("consumer"))
+    }
+
+    pub fn admin(
+        &self,
+    ) -> Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, KafkaError> {
+        self.config(&[]).create().map_err(self.client_err("admin client"))
+    }
+}

@@ -1,0 +1,143 @@
+//! Turning a validated config into running stages.
+//!
+//! [`Topology::build`] does everything that can fail (loading and
+//! initialising plugins, creating consumers) before anything runs, so a bad
+//! pipeline never starts half-way; [`Topology::start`] then spawns one task
+//! per stage.
+
+mod ack;
+mod dead_letter;
+mod stage;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rdkafka::producer::FutureProducer;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{PipelineConfig, StageConfig};
+use crate::kafka::{KafkaClients, KafkaError};
+use crate::wasm::{Runtime, StageContext, WasmError};
+
+pub use stage::Stage;
+
+/// Per-call deadline until the sandboxing work makes it a stage setting.
+const DEFAULT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Linear memory cap per instance.
+const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error(transparent)]
+    Wasm(#[from] WasmError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("stage {stage} failed: {reason}")]
+    StageFailed { stage: String, reason: String },
+}
+
+/// What the admin API shows of a stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageInfo {
+    pub name: String,
+    pub plugin: String,
+    pub plugin_digest: String,
+    pub inputs: Vec<String>,
+    pub outputs: BTreeMap<String, String>,
+    pub dead_letter: String,
+    pub instances: usize,
+}
+
+/// Stages built and ready to start.
+pub struct Topology {
+    stages: Vec<Stage>,
+}
+
+/// Stages running, each as a task.
+pub struct RunningTopology {
+    tasks: Vec<(String, JoinHandle<Result<(), TopologyError>>)>,
+    pub stages: Vec<StageInfo>,
+}
+
+/// What a stage's plugin instances are started with.
+pub fn stage_context(stage: &StageConfig) -> StageContext {
+    StageContext {
+        stage: stage.name.clone(),
+        // BTreeMap keys: sorted, as the WIT contract promises.
+        outputs: stage.outputs.keys().cloned().collect(),
+        config_json: serde_json::Value::Object(stage.config.clone()).to_string(),
+        call_timeout: DEFAULT_CALL_TIMEOUT,
+        memory_limit: DEFAULT_MEMORY_LIMIT,
+    }
+}
+
+impl Topology {
+    pub fn build(
+        config: &PipelineConfig,
+        runtime: &Arc<Runtime>,
+        clients: &KafkaClients,
+        producer: &FutureProducer,
+    ) -> Result<Self, TopologyError> {
+        let mut stages = Vec::new();
+        for sc in &config.stages {
+            let plugin = Arc::new(runtime.load(&sc.name, &sc.plugin)?);
+            let ctx = stage_context(sc);
+            // Instantiating runs the plugin's init: a bad [stage.config] fails
+            // here, before any stage consumes.
+            let instance = runtime.instantiate(&plugin, &ctx)?;
+            let group = config.kafka.consumer_group(&sc.name);
+            let consumer = clients.consumer(&group)?;
+            stages.push(Stage::new(
+                sc.clone(),
+                ctx,
+                runtime.clone(),
+                plugin,
+                instance,
+                Arc::new(consumer),
+                producer.clone(),
+            ));
+        }
+        Ok(Topology { stages })
+    }
+
+    pub fn start(self, shutdown: CancellationToken) -> Result<RunningTopology, TopologyError> {
+        let mut tasks = Vec::new();
+        let mut infos = Vec::new();
+        for stage in self.stages {
+            infos.push(stage.info());
+            stage.subscribe()?;
+            let name = stage.name().to_string();
+            tasks.push((name, tokio::spawn(stage.run(shutdown.clone()))));
+        }
+        Ok(RunningTopology {
+            tasks,
+            stages: infos,
+        })
+    }
+}
+
+impl RunningTopology {
+    /// Waits for every stage to finish (after the shutdown token fires, or
+    /// when one fails). Returns the first failure.
+    pub async fn wait(self) -> Result<(), TopologyError> {
+        let mut first = Ok(());
+        for (name, task) in self.tasks {
+            let result = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(TopologyError::StageFailed {
+                    stage: name.clone(),
+                    reason: e.to_string(),
+                }),
+            };
+            if let Err(e) = result {
+                tracing::error!(stage = name, error = %e, "stage failed");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+}

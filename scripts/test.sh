@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a warm one:
+#   1. installs the wasm target the plugins need,
+#   2. checks formatting and lints,
+#   3. starts a real single-node Apache Kafka (KRaft, loopback) from jars
+#      fetched with Maven (cached after the first run),
+#   4. runs `cargo test --workspace` against it (build.rs builds the plugins),
+#   5. stops the broker, on failure too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "toolchain"
+if command -v rustup >/dev/null 2>&1; then
+  rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+  rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+fi
+for tool in java mvn; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is required to run Apache Kafka" >&2; exit 1; }
+done
+
+if [ "${WEIR_SKIP_LINT:-0}" != 1 ]; then
+  step "cargo fmt --check"
+  cargo fmt --all -- --check
+  step "cargo clippy"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+step "Apache Kafka"
+kafka_dir=$(mktemp -d "${TMPDIR:-/tmp}/weir-kafka.XXXXXX")
+cleanup() {
+  status=$?
+  "$root/scripts/kafka.sh" stop "$kafka_dir" >/dev/null 2>&1 || true
+  if [ "$status" -ne 0 ] && [ -f "$kafka_dir/kafka.log" ]; then
+    echo "--- last lines of the broker log ($kafka_dir/kafka.log) ---" >&2
+    tail -n 40 "$kafka_dir/kafka.log" >&2 || true
+  fi
+  exit "$status"
+}
+trap cleanup EXIT INT TERM
+bootstrap=$("$root/scripts/kafka.sh" start "$kafka_dir" | tail -n1)
+echo "broker at $bootstrap" >&2
+
+step "cargo test --workspace"
+WEIR_TEST_KAFKA_BOOTSTRAP="$bootstrap" cargo test --workspace --locked "$@"

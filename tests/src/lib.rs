@@ -1,0 +1,211 @@
+//! Helpers for tests against the real broker that `scripts/test.sh` starts
+//! and names in `WEIR_TEST_KAFKA_BOOTSTRAP`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use weir::config::PipelineConfig;
+
+pub const BOOTSTRAP_ENV: &str = "WEIR_TEST_KAFKA_BOOTSTRAP";
+
+/// The real broker's address. Integration tests need one: run them through
+/// `scripts/test.sh`, which starts Apache Kafka and sets the variable.
+pub fn bootstrap() -> String {
+    std::env::var(BOOTSTRAP_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{BOOTSTRAP_ENV} is not set: these tests need a real Kafka broker; \
+             run them with scripts/test.sh, which starts one"
+        )
+    })
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,weir=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A topic prefix no other test or run has used, so tests share a broker.
+pub fn unique_prefix(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Parses a pipeline from TOML text, as `weir run` would with these
+/// environment variables.
+pub fn pipeline(toml: &str, env: &[(&str, &str)]) -> PipelineConfig {
+    let env: HashMap<String, String> =
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.test.toml");
+    weir::config::parse(&path, toml, &env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A pipeline running in this process against the test broker.
+pub struct Weir {
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Weir {
+    pub fn start(config: PipelineConfig) -> Weir {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(weir::app::run(
+            config,
+            bootstrap(),
+            false,
+            weir::wasm::RuntimeOptions::default(),
+            shutdown.clone(),
+        ));
+        Weir { shutdown, task }
+    }
+
+    /// Stops it as Ctrl-C would and returns how it ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Produces `(key, value)` records and waits for every acknowledgement.
+pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer = producer();
+    let mut deliveries = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(key).payload(value)) {
+                Ok(d) => {
+                    deliveries.push(d);
+                    break;
+                }
+                Err((e, _)) => {
+                    assert!(
+                        matches!(e, rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )),
+                        "{e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+}
+
+fn reader() -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique_prefix("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .unwrap()
+}
+
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics()[0].partitions().iter().map(|p| p.id()).collect()
+}
+
+/// The high watermark (end offset) of every partition of `topic`.
+pub fn end_offsets(topic: &str) -> BTreeMap<i32, i64> {
+    let consumer = reader();
+    partitions(&consumer, topic)
+        .into_iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            (p, high)
+        })
+        .collect()
+}
+
+/// Every record of `topic` from the beginning to its current end.
+pub fn read_all(topic: &str) -> Vec<OwnedMessage> {
+    let consumer = reader();
+    let ends = end_offsets(topic);
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let total: i64 = ends.values().sum();
+    let mut out = Vec::new();
+    let mut positions: BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while positions.iter().any(|(p, pos)| *pos < ends[p]) {
+        assert!(Instant::now() < deadline, "timed out reading {topic}: {} of {total}", out.len());
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            positions.insert(m.partition(), m.offset() + 1);
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+/// The offsets a consumer group has committed for `topic`, per partition.
+pub fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions(&consumer, topic) {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(-1)))
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with
+/// what the last check saw.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}: {last}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
