@@ -9,7 +9,11 @@ use std::process::Command;
 /// (constant name, cargo package, artifact stem)
 const PLUGINS: &[(&str, &str, &str)] = &[
     ("PASSTHROUGH", "weir-passthrough", "weir_passthrough"),
-    ("F1_DEGRADATION", "weir-f1-degradation", "weir_f1_degradation"),
+    (
+        "F1_DEGRADATION",
+        "weir-f1-degradation",
+        "weir_f1_degradation",
+    ),
     ("F1_ALERTS", "weir-f1-alerts", "weir_f1_alerts"),
 ];
 

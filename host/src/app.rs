@@ -54,7 +54,11 @@ pub fn validate_plugins(
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(reports) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(reports)
+    } else {
+        Err(errors)
+    }
 }
 
 fn stage_context(stage: &crate::config::StageConfig) -> StageContext {

@@ -12,7 +12,8 @@ use rdkafka::{ClientConfig, Message};
 
 fn weir() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
-    cmd.env("NO_COLOR", "1").env_remove("KAFKA_BOOTSTRAP_SERVERS");
+    cmd.env("NO_COLOR", "1")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS");
     cmd
 }
 
@@ -63,8 +64,15 @@ fn validate_accepts_a_good_pipeline() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("valid") && stdout.contains("stage degradation: plugin sha256:"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("valid") && stdout.contains("stage degradation: plugin sha256:"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -78,8 +86,14 @@ fn validate_reports_config_errors_with_file_and_line() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
-    assert!(stderr.contains(&format!("{file}:3:1: kafka.topic_prefx: unknown field")), "{stderr}");
-    assert!(stderr.contains("stage[0].outputs.default: topic \"nowhere\" is not declared"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:3:1: kafka.topic_prefx: unknown field")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("stage[0].outputs.default: topic \"nowhere\" is not declared"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -94,7 +108,8 @@ fn validate_refuses_a_file_that_is_not_a_component() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("stage degradation:") && stderr.contains("is not a valid WebAssembly component"),
+        stderr.contains("stage degradation:")
+            && stderr.contains("is not a valid WebAssembly component"),
         "{stderr}"
     );
 }
@@ -111,7 +126,10 @@ fn run_refuses_a_public_admin_address_without_a_token() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not a loopback address; set WEIR_ADMIN_TOKEN"), "{stderr}");
+    assert!(
+        stderr.contains("not a loopback address; set WEIR_ADMIN_TOKEN"),
+        "{stderr}"
+    );
 }
 
 /// Kills the child if the test fails before it exits.
@@ -151,11 +169,22 @@ fn run_on_the_embedded_broker_processes_and_stops_cleanly() {
     let mut running = false;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(running && bootstrap.is_some()) {
-        assert!(Instant::now() < deadline, "weir did not start:\n{}", log.join("\n"));
+        assert!(
+            Instant::now() < deadline,
+            "weir did not start:\n{}",
+            log.join("\n")
+        );
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             if line.contains("NOT durable") {
                 let start = line.find("bootstrap_servers=").unwrap() + "bootstrap_servers=".len();
-                bootstrap = Some(line[start..].split_whitespace().next().unwrap().trim_matches('"').to_string());
+                bootstrap = Some(
+                    line[start..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .trim_matches('"')
+                        .to_string(),
+                );
             }
             running |= line.contains("stage running");
             log.push(line);
@@ -191,7 +220,8 @@ fn run_on_the_embedded_broker_processes_and_stops_cleanly() {
     while scored < 20 {
         assert!(Instant::now() < deadline, "only {scored} of 20 scored");
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let v: serde_json::Value = serde_json::from_slice(m.unwrap().payload().unwrap()).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_slice(m.unwrap().payload().unwrap()).unwrap();
             assert_eq!(v["degradation_score"], 0.571);
             scored += 1;
         }
@@ -215,5 +245,9 @@ fn run_on_the_embedded_broker_processes_and_stops_cleanly() {
         log.push(line);
     }
     assert!(exit.success(), "exit {exit:?}\n{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("stage stopped")), "{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("stage stopped")),
+        "{}",
+        log.join("\n")
+    );
 }

@@ -31,8 +31,13 @@ fn ctx(stage: &str, outputs: &[&str], config: &str) -> StageContext {
 #[test]
 fn passthrough_round_trips_a_batch() {
     let rt = runtime(None);
-    let plugin = Arc::new(rt.load("pass", weir_test_programs::PASSTHROUGH.as_ref()).unwrap());
-    let mut inst = rt.instantiate(&plugin, &ctx("pass", &["default"], "{}")).unwrap();
+    let plugin = Arc::new(
+        rt.load("pass", weir_test_programs::PASSTHROUGH.as_ref())
+            .unwrap(),
+    );
+    let mut inst = rt
+        .instantiate(&plugin, &ctx("pass", &["default"], "{}"))
+        .unwrap();
     let mut b = BatchBuilder::new("in", 3, 256);
     for i in 0..3 {
         let value = format!("value-{i}");
@@ -53,39 +58,65 @@ fn passthrough_round_trips_a_batch() {
         assert_eq!(outs[0].target, 0);
         assert_eq!(outs[0].key, Some(&b"key"[..]));
         assert_eq!(outs[0].value, Some(format!("value-{i}").as_bytes()));
-        assert_eq!(outs[0].headers().collect::<Vec<_>>(), vec![("trace", &b"abc"[..])]);
+        assert_eq!(
+            outs[0].headers().collect::<Vec<_>>(),
+            vec![("trace", &b"abc"[..])]
+        );
     }
 }
 
 #[test]
 fn degradation_scores_and_rejects_per_message() {
     let rt = runtime(None);
-    let plugin = Arc::new(rt.load("deg", weir_test_programs::F1_DEGRADATION.as_ref()).unwrap());
-    let mut inst = rt.instantiate(&plugin, &ctx("deg", &["default"], "{}")).unwrap();
+    let plugin = Arc::new(
+        rt.load("deg", weir_test_programs::F1_DEGRADATION.as_ref())
+            .unwrap(),
+    );
+    let mut inst = rt
+        .instantiate(&plugin, &ctx("deg", &["default"], "{}"))
+        .unwrap();
     let good = br#"{"car_id":"CAR-1","seq":1,"tire_temp_fl":100,"tire_temp_fr":100,"tire_temp_rl":100,"tire_temp_rr":100}"#;
     let mut b = BatchBuilder::new("raw", 3, 256);
     b.push(0, 0, None, Some(b"CAR-1"), Some(good), std::iter::empty());
-    b.push(0, 1, None, Some(b"CAR-1"), Some(b"not json"), std::iter::empty());
+    b.push(
+        0,
+        1,
+        None,
+        Some(b"CAR-1"),
+        Some(b"not json"),
+        std::iter::empty(),
+    );
     b.push(0, 2, None, Some(b"CAR-1"), Some(good), std::iter::empty());
     let v = ValidatedResult::new(inst.process(0, b.batch()).unwrap(), 3, 1);
     let out: serde_json::Value =
         serde_json::from_slice(v.outcome(0).unwrap().next().unwrap().value.unwrap()).unwrap();
     assert_eq!(out["degradation_score"], 0.571);
-    assert!(v.outcome(1).err().unwrap().contains("not a telemetry JSON object"));
+    assert!(
+        v.outcome(1)
+            .err()
+            .unwrap()
+            .contains("not a telemetry JSON object")
+    );
     assert!(v.outcome(2).is_ok());
 }
 
 #[test]
 fn init_error_names_the_stage() {
     let rt = runtime(None);
-    let plugin = Arc::new(rt.load("deg", weir_test_programs::F1_DEGRADATION.as_ref()).unwrap());
+    let plugin = Arc::new(
+        rt.load("deg", weir_test_programs::F1_DEGRADATION.as_ref())
+            .unwrap(),
+    );
     let err = rt
         .instantiate(&plugin, &ctx("deg", &["analytics"], "{}"))
         .err()
         .unwrap();
     assert!(matches!(err, WasmError::Init { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("stage deg") && msg.contains("no output \"default\""), "{msg}");
+    assert!(
+        msg.contains("stage deg") && msg.contains("no output \"default\""),
+        "{msg}"
+    );
     let err = rt
         .instantiate(&plugin, &ctx("deg", &["default"], r#"{"bogus":1}"#))
         .err()
@@ -107,16 +138,25 @@ fn not_wasm_is_refused_with_the_stage_name() {
 fn compiled_plugins_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(Some(dir.path()));
-    let first = rt.load("p", weir_test_programs::PASSTHROUGH.as_ref()).unwrap();
+    let first = rt
+        .load("p", weir_test_programs::PASSTHROUGH.as_ref())
+        .unwrap();
     assert!(!first.cached);
-    let second = rt.load("p", weir_test_programs::PASSTHROUGH.as_ref()).unwrap();
+    let second = rt
+        .load("p", weir_test_programs::PASSTHROUGH.as_ref())
+        .unwrap();
     assert!(second.cached);
     assert_eq!(first.digest, second.digest);
     // A new engine with the same settings reuses it, and it runs.
     let rt2 = runtime(Some(dir.path()));
-    let plugin = Arc::new(rt2.load("p", weir_test_programs::PASSTHROUGH.as_ref()).unwrap());
+    let plugin = Arc::new(
+        rt2.load("p", weir_test_programs::PASSTHROUGH.as_ref())
+            .unwrap(),
+    );
     assert!(plugin.cached);
-    let mut inst = rt2.instantiate(&plugin, &ctx("p", &["default"], "{}")).unwrap();
+    let mut inst = rt2
+        .instantiate(&plugin, &ctx("p", &["default"], "{}"))
+        .unwrap();
     let mut b = BatchBuilder::new("in", 1, 8);
     b.push(0, 0, None, None, Some(b"x"), std::iter::empty());
     assert!(inst.process(0, b.batch()).is_ok());

@@ -74,8 +74,8 @@ pub mod metrics {
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use crate::bindings::weir::plugin::{log, metrics, state};
     pub use crate::bindings::weir::plugin::types::Level;
+    use crate::bindings::weir::plugin::{log, metrics, state};
 
     pub fn state_get(key: &[u8]) -> Option<Vec<u8>> {
         state::get(key)
@@ -162,7 +162,12 @@ pub(crate) mod imp {
         FAKE.with(|f| f.borrow_mut().logs.push((level, message.to_string())))
     }
     pub fn counter_add(name: &str, labels: &[(&str, &str)], delta: u64) {
-        FAKE.with(|f| *f.borrow_mut().counters.entry(key(name, labels)).or_default() += delta)
+        FAKE.with(|f| {
+            *f.borrow_mut()
+                .counters
+                .entry(key(name, labels))
+                .or_default() += delta
+        })
     }
     pub fn gauge_set(name: &str, labels: &[(&str, &str)], value: f64) {
         FAKE.with(|f| {

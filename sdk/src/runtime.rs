@@ -6,7 +6,7 @@ use std::cell::RefCell;
 
 use crate::bindings::weir::plugin::types::{self as wit, Batch, BatchResult, Span};
 use crate::emit::Emitter;
-use crate::message::{Message, slice};
+use crate::message::Message;
 use crate::{InitContext, Processor};
 
 thread_local! {
@@ -113,5 +113,5 @@ fn reject_all(batch: &Batch, reason: &str) -> BatchResult {
 #[cfg(not(target_arch = "wasm32"))]
 /// Resolves a span of a batch result, for [`crate::testing`].
 pub(crate) fn result_bytes(result: &BatchResult, span: Span) -> Vec<u8> {
-    slice(&result.data, span).to_vec()
+    crate::message::slice(&result.data, span).to_vec()
 }

@@ -40,15 +40,24 @@ pub fn init_tracing() {
 /// A topic prefix no other test or run has used, so tests share a broker.
 pub fn unique_prefix(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("{name}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{name}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Parses a pipeline from TOML text, as `weir run` would with these
 /// environment variables.
 pub fn pipeline(toml: &str, env: &[(&str, &str)]) -> PipelineConfig {
-    let env: HashMap<String, String> =
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.test.toml");
     weir::config::parse(&path, toml, &env).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -102,9 +111,12 @@ pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
                 }
                 Err((e, _)) => {
                     assert!(
-                        matches!(e, rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull
-                        )),
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
                         "{e}"
                     );
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -154,7 +166,8 @@ pub fn read_all(topic: &str) -> Vec<OwnedMessage> {
     let ends = end_offsets(topic);
     let mut tpl = TopicPartitionList::new();
     for p in ends.keys() {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let total: i64 = ends.values().sum();
@@ -162,7 +175,11 @@ pub fn read_all(topic: &str) -> Vec<OwnedMessage> {
     let mut positions: BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     while positions.iter().any(|(p, pos)| *pos < ends[p]) {
-        assert!(Instant::now() < deadline, "timed out reading {topic}: {} of {total}", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "timed out reading {topic}: {} of {total}",
+            out.len()
+        );
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m.unwrap();
             positions.insert(m.partition(), m.offset() + 1);
@@ -183,7 +200,9 @@ pub fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
     for p in partitions(&consumer, topic) {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
     committed
         .elements()
         .iter()
@@ -203,7 +222,10 @@ where
         match check().await {
             Ok(v) => return v,
             Err(last) => {
-                assert!(Instant::now() < deadline, "timed out waiting for {what}: {last}");
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {what}: {last}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

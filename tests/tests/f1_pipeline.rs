@@ -104,7 +104,12 @@ fn telemetry(n: usize) -> Vec<Value> {
 
 /// The rules, restated independently of the plugin.
 fn expected(t: &Value) -> (f64, Vec<&'static str>) {
-    let temps = ["tire_temp_fl", "tire_temp_fr", "tire_temp_rl", "tire_temp_rr"];
+    let temps = [
+        "tire_temp_fl",
+        "tire_temp_fr",
+        "tire_temp_rl",
+        "tire_temp_rr",
+    ];
     let mean: f64 = temps.iter().map(|k| t[k].as_f64().unwrap()).sum::<f64>() / 4.0;
     let score = (((mean - 80.0) / 35.0).clamp(0.0, 1.0) * 1000.0).round() / 1000.0;
     let mut flags = Vec::new();
@@ -147,7 +152,12 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
     let inputs = telemetry(MESSAGES);
     let mut records: Vec<(String, Vec<u8>)> = inputs
         .iter()
-        .map(|t| (t["car_id"].as_str().unwrap().to_string(), t.to_string().into_bytes()))
+        .map(|t| {
+            (
+                t["car_id"].as_str().unwrap().to_string(),
+                t.to_string().into_bytes(),
+            )
+        })
         .collect();
     // Bad messages among the good ones: not JSON, no car_id, a missing tyre.
     let bad = [
@@ -160,12 +170,19 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
         ),
     ];
     for (i, (key, value)) in bad.iter().enumerate() {
-        records.insert(1000 * (i + 1), (key.to_string(), value.clone().into_bytes()));
+        records.insert(
+            1000 * (i + 1),
+            (key.to_string(), value.clone().into_bytes()),
+        );
     }
     // Topics are created by weir at start; wait for them before producing.
     eventually("topics to exist", Duration::from_secs(60), || async {
         let ends = end_offsets(&raw);
-        if ends.len() == 3 { Ok(()) } else { Err(format!("{ends:?}")) }
+        if ends.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{ends:?}"))
+        }
     })
     .await;
     produce(&raw, &records).await;
@@ -175,24 +192,48 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
     // Committed offsets reach the end of the input: every message was
     // processed and everything derived from it acknowledged.
     let degradation_group = format!("{group}.degradation");
-    eventually("degradation offsets at the end of the input", Duration::from_secs(120), || async {
-        let c = committed(&degradation_group, &raw);
-        if c == raw_end { Ok(()) } else { Err(format!("committed {c:?}, end {raw_end:?}")) }
-    })
+    eventually(
+        "degradation offsets at the end of the input",
+        Duration::from_secs(120),
+        || async {
+            let c = committed(&degradation_group, &raw);
+            if c == raw_end {
+                Ok(())
+            } else {
+                Err(format!("committed {c:?}, end {raw_end:?}"))
+            }
+        },
+    )
     .await;
     let analytics_end = end_offsets(&analytics);
     let alerts_group = format!("{group}.alerts");
-    eventually("alerts offsets at the end of analytics", Duration::from_secs(120), || async {
-        let c = committed(&alerts_group, &analytics);
-        if c == analytics_end { Ok(()) } else { Err(format!("committed {c:?}, end {analytics_end:?}")) }
-    })
+    eventually(
+        "alerts offsets at the end of analytics",
+        Duration::from_secs(120),
+        || async {
+            let c = committed(&alerts_group, &analytics);
+            if c == analytics_end {
+                Ok(())
+            } else {
+                Err(format!("committed {c:?}, end {analytics_end:?}"))
+            }
+        },
+    )
     .await;
     weir.stop().await.expect("clean shutdown");
 
     // Each input appears exactly once downstream, correctly scored.
     let by_id: BTreeMap<(String, u64), &Value> = inputs
         .iter()
-        .map(|t| ((t["car_id"].as_str().unwrap().to_string(), t["seq"].as_u64().unwrap()), t))
+        .map(|t| {
+            (
+                (
+                    t["car_id"].as_str().unwrap().to_string(),
+                    t["seq"].as_u64().unwrap(),
+                ),
+                t,
+            )
+        })
         .collect();
     let out = read_all(&analytics);
     assert_eq!(out.len(), MESSAGES, "analytics records");
@@ -200,7 +241,10 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
     let mut expected_alerts = BTreeMap::new();
     for m in &out {
         let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        let id = (v["car_id"].as_str().unwrap().to_string(), v["seq"].as_u64().unwrap());
+        let id = (
+            v["car_id"].as_str().unwrap().to_string(),
+            v["seq"].as_u64().unwrap(),
+        );
         assert_eq!(m.key(), Some(id.0.as_bytes()), "output keeps the input key");
         *seen.entry(id.clone()).or_insert(0) += 1;
         let input = by_id[&id];
@@ -228,7 +272,10 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
     assert_eq!(alert_records.len(), expected_alerts.len(), "alert count");
     for m in &alert_records {
         let a: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        let id = (a["car_id"].as_str().unwrap().to_string(), a["seq"].as_u64().unwrap());
+        let id = (
+            a["car_id"].as_str().unwrap().to_string(),
+            a["seq"].as_u64().unwrap(),
+        );
         assert_eq!(a["reasons"], json!(expected_alerts[&id]), "{a}");
         assert_eq!(a["run_id"], "it-run");
     }
@@ -240,13 +287,23 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
         assert_eq!(header(m, "weir.error.kind"), Some("plugin_error"));
         assert_eq!(header(m, "weir.stage"), Some("degradation"));
         assert_eq!(header(m, "weir.source.topic"), Some(raw.as_str()));
-        assert!(header(m, "weir.source.offset").unwrap().parse::<i64>().is_ok());
+        assert!(
+            header(m, "weir.source.offset")
+                .unwrap()
+                .parse::<i64>()
+                .is_ok()
+        );
         assert_eq!(header(m, "weir.plugin.digest").map(str::len), Some(64));
         let value = std::str::from_utf8(m.payload().unwrap()).unwrap();
-        let (_, original) = bad.iter().find(|(_, v)| v == value).expect("original value kept");
+        let (_, original) = bad
+            .iter()
+            .find(|(_, v)| v == value)
+            .expect("original value kept");
         let reason = header(m, "weir.error").unwrap();
         match original.as_str() {
-            "not json at all" => assert!(reason.contains("not a telemetry JSON object"), "{reason}"),
+            "not json at all" => {
+                assert!(reason.contains("not a telemetry JSON object"), "{reason}")
+            }
             v if v.contains("CAR-3") => assert_eq!(reason, "missing tire_temp_rr"),
             _ => assert_eq!(reason, "missing car_id"),
         }

@@ -48,7 +48,11 @@ impl AdminState {
     }
 
     fn stages(&self) -> Vec<StageInfo> {
-        self.inner.stages.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .stages
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -145,7 +149,11 @@ mod tests {
     use super::*;
 
     fn state() -> AdminState {
-        let s = AdminState::new("127.0.0.1:9092".into(), false, Arc::new(Registry::default()));
+        let s = AdminState::new(
+            "127.0.0.1:9092".into(),
+            false,
+            Arc::new(Registry::default()),
+        );
         s.set_stages(vec![StageInfo {
             name: "degradation".into(),
             plugin: "p.wasm".into(),
@@ -164,8 +172,13 @@ mod tests {
             .await
             .unwrap();
         let status = resp.status();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test]

@@ -22,7 +22,9 @@ pub enum KafkaError {
     },
     #[error("cannot create topic {topic}: {reason}")]
     CreateTopic { topic: String, reason: String },
-    #[error("topic {topic} does not exist and pipeline.toml gives it no `partitions` to create it with")]
+    #[error(
+        "topic {topic} does not exist and pipeline.toml gives it no `partitions` to create it with"
+    )]
     MissingTopic { topic: String },
     #[error("cannot read metadata from {bootstrap}: {source}")]
     Metadata {
@@ -62,7 +64,10 @@ impl KafkaClients {
         c
     }
 
-    fn client_err(&self, what: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError + '_ {
+    fn client_err(
+        &self,
+        what: &'static str,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError + '_ {
         move |source| KafkaError::Client {
             what,
             bootstrap: self.bootstrap.clone(),
@@ -108,7 +113,10 @@ impl KafkaClients {
 
     pub fn admin(
         &self,
-    ) -> Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, KafkaError> {
-        self.config(&[]).create().map_err(self.client_err("admin client"))
+    ) -> Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, KafkaError>
+    {
+        self.config(&[])
+            .create()
+            .map_err(self.client_err("admin client"))
     }
 }

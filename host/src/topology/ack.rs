@@ -56,7 +56,9 @@ pub async fn run(
             Ok(()) => StageMetrics::add(&metrics.committed, p.inputs),
             // The partition was revoked in a rebalance; its new owner
             // re-reads from the last commit.
-            Err(e) => tracing::debug!(stage, topic = p.topic, partition = p.partition, error = %e, "offset not stored"),
+            Err(e) => {
+                tracing::debug!(stage, topic = p.topic, partition = p.partition, error = %e, "offset not stored")
+            }
         }
     }
 }

@@ -18,7 +18,9 @@ use super::{StageInfo, TopologyError, dead_letter};
 use crate::config::StageConfig;
 use crate::kafka::KafkaError;
 use crate::metrics::StageMetrics;
-use crate::wasm::{BatchBuilder, CallError, Instance, Plugin, Runtime, StageContext, ValidatedResult};
+use crate::wasm::{
+    BatchBuilder, CallError, Instance, Plugin, Runtime, StageContext, ValidatedResult,
+};
 
 /// How many batches' deliveries may await acknowledgement at once.
 const ACK_QUEUE: usize = 64;
@@ -54,7 +56,11 @@ impl Stage {
         consumer: Arc<StreamConsumer>,
         producer: FutureProducer,
     ) -> Self {
-        let topics = ctx.outputs.iter().map(|o| config.outputs[o].clone()).collect();
+        let topics = ctx
+            .outputs
+            .iter()
+            .map(|o| config.outputs[o].clone())
+            .collect();
         let metrics = runtime.metrics.stage(&config.name);
         Stage {
             config,
@@ -173,7 +179,10 @@ impl Stage {
         // unambiguous; order within each partition is kept.
         let mut groups: BTreeMap<(&str, i32), Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
         for m in &messages {
-            groups.entry((m.topic(), m.partition())).or_default().push(m);
+            groups
+                .entry((m.topic(), m.partition()))
+                .or_default()
+                .push(m);
         }
         for ((topic, partition), group) in groups {
             let results = self.process(topic, partition, &group).await;
@@ -217,7 +226,9 @@ impl Stage {
             push(&mut builder, m);
         }
         match self.call(partition, builder).await {
-            Ok(result) => Results::Batch(ValidatedResult::new(result, group.len(), self.topics.len())),
+            Ok(result) => {
+                Results::Batch(ValidatedResult::new(result, group.len(), self.topics.len()))
+            }
             Err(e) => {
                 self.note_failure(&e);
                 let mut singles = Vec::with_capacity(group.len());
@@ -253,7 +264,11 @@ impl Stage {
         partition: i32,
         builder: BatchBuilder,
     ) -> Result<crate::wasm::BatchResult, CallError> {
-        let idle = self.instance.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let idle = self
+            .instance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let instance = match idle {
             Some(i) => i,
             None => {

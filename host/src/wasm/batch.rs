@@ -165,16 +165,16 @@ impl ValidatedResult {
     pub fn outcome(&self, i: usize) -> Result<impl Iterator<Item = OutputRecord<'_>>, &str> {
         match &self.outcomes[i] {
             Err(reason) => Err(reason.as_str()),
-            Ok(range) => Ok(self.result.outputs[range.clone()].iter().map(|o| {
-                OutputRecord {
+            Ok(range) => Ok(self.result.outputs[range.clone()]
+                .iter()
+                .map(|o| OutputRecord {
                     target: o.target as usize,
                     key: o.key.map(|k| slice(&self.result.data, k)),
                     value: o.value.map(|v| slice(&self.result.data, v)),
-                    headers: &self.result.headers[o.headers.offset as usize
-                        ..(o.headers.offset + o.headers.len) as usize],
+                    headers: &self.result.headers
+                        [o.headers.offset as usize..(o.headers.offset + o.headers.len) as usize],
                     data: &self.result.data,
-                }
-            })),
+                })),
         }
     }
 }
@@ -195,8 +195,7 @@ fn check_range(result: &BatchResult, range: Span, outputs: usize) -> Result<Rang
         if o.target as usize >= outputs {
             return invalid(format!("output target {} of {outputs}", o.target));
         }
-        if o.key.is_some_and(|k| !span_ok(data, k)) || o.value.is_some_and(|v| !span_ok(data, v))
-        {
+        if o.key.is_some_and(|k| !span_ok(data, k)) || o.value.is_some_and(|v| !span_ok(data, v)) {
             return invalid("key or value outside the data arena".into());
         }
         if !span_ok(result.headers.len(), o.headers) {
@@ -248,7 +247,14 @@ mod tests {
     #[test]
     fn builder_encodes_spans() {
         let mut b = BatchBuilder::new("t", 2, 64);
-        b.push(3, 10, Some(5), Some(b"k"), Some(b"value"), [("h", Some(&b"x"[..]))].into_iter());
+        b.push(
+            3,
+            10,
+            Some(5),
+            Some(b"k"),
+            Some(b"value"),
+            [("h", Some(&b"x"[..]))].into_iter(),
+        );
         b.push(3, 11, None, None, None, std::iter::empty());
         let batch = b.into_batch();
         assert_eq!(batch.messages.len(), 2);
@@ -277,7 +283,10 @@ mod tests {
         assert_eq!(outs.len(), 1);
         assert_eq!(outs[0].target, 1);
         assert_eq!(outs[0].value, Some(&b"hv"[..]));
-        assert_eq!(outs[0].headers().collect::<Vec<_>>(), vec![("h", &b"v"[..])]);
+        assert_eq!(
+            outs[0].headers().collect::<Vec<_>>(),
+            vec![("h", &b"v"[..])]
+        );
         assert_eq!(r.outcome(1).err(), Some("bad"));
         assert_eq!(r.outcome(2).unwrap().count(), 0);
     }
@@ -285,17 +294,22 @@ mod tests {
     #[test]
     fn wrong_outcome_count_fails_every_message() {
         let r = ValidatedResult::new(result(vec![Ok(span(0, 0))], vec![]), 2, 1);
-        assert!(r.outcome(0).err().unwrap().contains("1 outcomes for a batch of 2"));
+        assert!(
+            r.outcome(0)
+                .err()
+                .unwrap()
+                .contains("1 outcomes for a batch of 2")
+        );
         assert!(r.outcome(1).is_err());
     }
 
     #[test]
     fn bad_spans_fail_only_their_message() {
         let cases = [
-            output(5, span(0, 1), span(0, 0)),           // unknown target
-            output(0, span(1, 9), span(0, 0)),           // value past the arena
-            output(0, span(u32::MAX, 2), span(0, 0)),    // overflowing span
-            output(0, span(0, 1), span(0, 2)),           // headers past the list
+            output(5, span(0, 1), span(0, 0)),        // unknown target
+            output(0, span(1, 9), span(0, 0)),        // value past the arena
+            output(0, span(u32::MAX, 2), span(0, 0)), // overflowing span
+            output(0, span(0, 1), span(0, 2)),        // headers past the list
         ];
         for case in cases {
             let r = ValidatedResult::new(
@@ -303,7 +317,12 @@ mod tests {
                 2,
                 1,
             );
-            assert!(r.outcome(0).err().unwrap().starts_with("plugin returned an invalid result"));
+            assert!(
+                r.outcome(0)
+                    .err()
+                    .unwrap()
+                    .starts_with("plugin returned an invalid result")
+            );
             assert!(r.outcome(1).is_ok());
         }
         let r = ValidatedResult::new(result(vec![Ok(span(3, 1))], vec![]), 1, 1);

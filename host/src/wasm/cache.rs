@@ -43,7 +43,9 @@ impl ArtifactCache {
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok((c, true)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled plugin"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled plugin")
+                }
             }
         }
         let compiled = engine.precompile_component(wasm)?;

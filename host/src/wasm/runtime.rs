@@ -142,7 +142,9 @@ impl Runtime {
             reason,
         };
         if !wasm.starts_with(b"\0asm") {
-            return Err(compile_err("the file does not start with the wasm magic number".into()));
+            return Err(compile_err(
+                "the file does not start with the wasm magic number".into(),
+            ));
         }
         let digest = hex::encode(Sha256::digest(&wasm));
         let (component, cached) = match &self.cache {

@@ -145,7 +145,9 @@ mod tests {
     #[test]
     fn battery_flag_alone_alerts() {
         let mut h = Harness::<Alerts>::new(&["default"], json!({})).unwrap();
-        let out = h.process_one(scored(0.2, &["low_battery_on_deploy"])).unwrap();
+        let out = h
+            .process_one(scored(0.2, &["low_battery_on_deploy"]))
+            .unwrap();
         assert_eq!(out[0].json()["reasons"], json!(["low_battery_on_deploy"]));
     }
 
@@ -159,9 +161,18 @@ mod tests {
     fn threshold_is_configurable_and_bad_input_rejected() {
         let mut h =
             Harness::<Alerts>::new(&["default"], json!({"degradation_threshold": 0.5})).unwrap();
-        let out = h.process(&[scored(0.6, &[]), TestMessage::new("{}"), TestMessage::new("x")]);
+        let out = h.process(&[
+            scored(0.6, &[]),
+            TestMessage::new("{}"),
+            TestMessage::new("x"),
+        ]);
         assert_eq!(out[0].as_ref().unwrap().len(), 1);
-        assert!(out[1].as_ref().unwrap_err().contains("missing field `car_id`"));
+        assert!(
+            out[1]
+                .as_ref()
+                .unwrap_err()
+                .contains("missing field `car_id`")
+        );
         assert!(out[2].as_ref().unwrap_err().contains("invalid JSON"));
         assert!(Harness::<Alerts>::new(&["default"], json!({"nope": 1})).is_err());
     }

@@ -64,7 +64,12 @@ pub fn degradation_score(temps: [f64; 4], config: &Config) -> f64 {
     (score * 1000.0).round() / 1000.0
 }
 
-pub fn fault_flags(score: f64, battery_soc: f64, ers_mode: &str, config: &Config) -> Vec<&'static str> {
+pub fn fault_flags(
+    score: f64,
+    battery_soc: f64,
+    ers_mode: &str,
+    config: &Config,
+) -> Vec<&'static str> {
     let mut flags = Vec::new();
     if score > config.tire_wear_threshold {
         flags.push(TIRE_WEAR);
@@ -115,7 +120,10 @@ pub fn enrich(input: &[u8], config: &Config) -> Result<Enriched, String> {
 /// Appends the two fields before the object's closing brace: the input was
 /// just parsed as an object, so its last non-space byte is `}`.
 fn append_fields(input: &[u8], score: f64, flags: &[&str]) -> Vec<u8> {
-    let end = input.iter().rposition(|&b| b == b'}').unwrap_or(input.len());
+    let end = input
+        .iter()
+        .rposition(|&b| b == b'}')
+        .unwrap_or(input.len());
     let body = &input[..end];
     let empty = body.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let mut out = Vec::with_capacity(input.len() + 64);
@@ -184,7 +192,10 @@ mod tests {
         let c = Config::default();
         assert_eq!(fault_flags(0.66, 0.5, "deploy", &c), vec![TIRE_WEAR]);
         assert!(fault_flags(0.65, 0.5, "deploy", &c).is_empty());
-        assert_eq!(fault_flags(0.1, 0.39, "deploy", &c), vec![LOW_BATTERY_ON_DEPLOY]);
+        assert_eq!(
+            fault_flags(0.1, 0.39, "deploy", &c),
+            vec![LOW_BATTERY_ON_DEPLOY]
+        );
         assert!(fault_flags(0.1, 0.39, "harvest", &c).is_empty());
         assert_eq!(
             fault_flags(0.9, 0.2, "deploy", &c),
@@ -194,12 +205,19 @@ mod tests {
 
     #[test]
     fn enrich_keeps_input_fields_and_adds_score() {
-        let e = enrich(&raw([104.0; 4], Some(0.3), Some("deploy")), &Config::default()).unwrap();
+        let e = enrich(
+            &raw([104.0; 4], Some(0.3), Some("deploy")),
+            &Config::default(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&e.json).unwrap();
         assert_eq!(v["car_id"], "CAR-1");
         assert_eq!(v["lap"], 3);
         assert_eq!(v["degradation_score"], 0.686);
-        assert_eq!(v["fault_flags"], json!(["tire_wear", "low_battery_on_deploy"]));
+        assert_eq!(
+            v["fault_flags"],
+            json!(["tire_wear", "low_battery_on_deploy"])
+        );
     }
 
     #[test]
@@ -213,9 +231,14 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         let c = Config::default();
-        assert!(enrich(b"not json", &c).unwrap_err().contains("not a telemetry JSON object"));
+        assert!(
+            enrich(b"not json", &c)
+                .unwrap_err()
+                .contains("not a telemetry JSON object")
+        );
         assert!(enrich(b"[1,2]", &c).is_err());
-        let no_car = br#"{"tire_temp_fl":90,"tire_temp_fr":90,"tire_temp_rl":90,"tire_temp_rr":90}"#;
+        let no_car =
+            br#"{"tire_temp_fl":90,"tire_temp_fr":90,"tire_temp_rl":90,"tire_temp_rr":90}"#;
         assert_eq!(enrich(no_car, &c).unwrap_err(), "missing car_id");
         let no_rr = br#"{"car_id":"CAR-2","tire_temp_fl":90,"tire_temp_fr":90,"tire_temp_rl":90}"#;
         assert_eq!(enrich(no_rr, &c).unwrap_err(), "missing tire_temp_rr");
@@ -229,13 +252,19 @@ mod tests {
         let v: Value = serde_json::from_slice(&twice.json).unwrap();
         assert_eq!(v["degradation_score"], once.degradation_score);
         assert_eq!(
-            String::from_utf8(twice.json).unwrap().matches("degradation_score").count(),
+            String::from_utf8(twice.json)
+                .unwrap()
+                .matches("degradation_score")
+                .count(),
             1
         );
     }
 
     #[test]
     fn empty_object_gets_valid_json() {
-        assert_eq!(append_fields(b"{ }", 0.5, &[]), br#"{ "degradation_score":0.5,"fault_flags":[]}"#);
+        assert_eq!(
+            append_fields(b"{ }", 0.5, &[]),
+            br#"{ "degradation_score":0.5,"fault_flags":[]}"#
+        );
     }
 }
