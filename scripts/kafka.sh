@@ -103,11 +103,12 @@ do_fetch() {
     started=$SECONDS
     log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $LIBS_DIR"
     # stdout of mvn goes to stderr: our stdout carries only the result line.
+    # (mvn 3.8 -q still prints bare ANSI resets; strip them.)
     if ! "$mvn" -B -q -ntp -Dstyle.color=never -f "$POM" \
       -Dkafka.version="$KAFKA_VERSION" \
       -Dweir.kafka.libs="$tmp" \
       -Dweir.kafka.build="$KAFKA_HOME_DIR/build" \
-      dependency:copy-dependencies >&2; then
+      dependency:copy-dependencies 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^$/d' >&2; then
       rm -rf "$tmp" "$KAFKA_HOME_DIR/build"
       die "mvn dependency:copy-dependencies failed (see output above)"
     fi
@@ -306,6 +307,7 @@ start_attempt() {
   "${launcher[@]}" "$java" "${heap_opts[@]}" "${jvm_opts[@]}" \
     -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -Dlog4j2.shutdownHookEnabled=false \
     -Dkafka.logs.dir="$dir" \
     -cp "$LIBS_DIR/*" kafka.Kafka "$dir/server.properties" \
     </dev/null >"$log_file" 2>&1 &

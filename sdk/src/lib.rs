@@ -3,7 +3,7 @@
 //! A plugin is a type that implements [`Processor`], exported with
 //! [`export_processor!`]:
 //!
-//! ```ignore
+//! ```
 //! use weir_plugin::{export_processor, Emitter, InitContext, Message, OutputId, Processor};
 //!
 //! struct Upper { out: OutputId }

@@ -1,7 +1,22 @@
 //! Run a [`Processor`] natively, as the host would, for unit tests.
 //!
-//! ```ignore
-//! let mut h = Harness::<MyPlugin>::new(&["default"], serde_json::json!({}))?;
+//! ```
+//! use weir_plugin::testing::{Harness, TestMessage};
+//! use weir_plugin::{Emitter, InitContext, Message, OutputId, Processor};
+//!
+//! struct Echo(OutputId);
+//!
+//! impl Processor for Echo {
+//!     fn init(ctx: &InitContext) -> Result<Self, String> {
+//!         Ok(Echo(ctx.output("default")?))
+//!     }
+//!     fn process(&mut self, msg: &Message<'_>, out: &mut Emitter<'_>) -> Result<(), String> {
+//!         out.forward(self.0, msg);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut h = Harness::<Echo>::new(&["default"], serde_json::json!({})).unwrap();
 //! let out = h.process(&[TestMessage::json(&serde_json::json!({"a": 1}))]);
 //! assert_eq!(out[0].as_ref().unwrap()[0].json()["a"], 1);
 //! ```

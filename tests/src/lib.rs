@@ -189,7 +189,8 @@ pub fn read_all(topic: &str) -> Vec<OwnedMessage> {
     out
 }
 
-/// The offsets a consumer group has committed for `topic`, per partition.
+/// The offsets a consumer group has committed for `topic`, per partition;
+/// a partition with no commit counts as 0, where an empty partition's end is.
 pub fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
@@ -206,7 +207,10 @@ pub fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
     committed
         .elements()
         .iter()
-        .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(-1)))
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition(), o),
+            _ => (e.partition(), 0),
+        })
         .collect()
 }
 

@@ -52,7 +52,8 @@ pub async fn run(
                 Sent::DeadLetter => StageMetrics::add(&metrics.dead_lettered, 1),
             }
         }
-        match consumer.store_offset(&p.topic, p.partition, p.last_offset + 1) {
+        // librdkafka stores `offset + 1`: the next message to read.
+        match consumer.store_offset(&p.topic, p.partition, p.last_offset) {
             Ok(()) => StageMetrics::add(&metrics.committed, p.inputs),
             // The partition was revoked in a rebalance; its new owner
             // re-reads from the last commit.

@@ -1,0 +1,61 @@
+//! The per-message cost of the plugin boundary: encoding a batch, the call
+//! into the passthrough component, and validating its result, for several
+//! batch sizes. `cargo bench -p weir --bench boundary`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use weir::metrics::Registry;
+use weir::state::MemoryState;
+use weir::wasm::{BatchBuilder, Runtime, RuntimeOptions, StageContext, ValidatedResult};
+
+fn boundary(c: &mut Criterion) {
+    let runtime = Runtime::new(
+        RuntimeOptions::default(),
+        Arc::new(MemoryState::default()),
+        Arc::new(Registry::default()),
+    )
+    .unwrap();
+    let plugin = Arc::new(
+        runtime
+            .load("bench", weir_test_programs::PASSTHROUGH.as_ref())
+            .unwrap(),
+    );
+    let ctx = StageContext {
+        stage: "bench".into(),
+        outputs: vec!["default".into()],
+        config_json: "{}".into(),
+        call_timeout: Duration::from_secs(10),
+        memory_limit: 256 << 20,
+    };
+    let mut instance = runtime.instantiate(&plugin, &ctx).unwrap();
+    let value = vec![b'x'; 200];
+
+    let mut group = c.benchmark_group("passthrough_boundary");
+    for size in [1usize, 16, 64, 256] {
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
+            b.iter(|| {
+                let mut builder = BatchBuilder::new("bench", size, size * 220);
+                for i in 0..size {
+                    builder.push(
+                        0,
+                        i as i64,
+                        Some(1),
+                        Some(b"CAR-1"),
+                        Some(&value),
+                        std::iter::empty(),
+                    );
+                }
+                let result = instance.process(0, builder.batch()).unwrap();
+                let validated = ValidatedResult::new(result, size, 1);
+                assert_eq!(validated.len(), size);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, boundary);
+criterion_main!(benches);
