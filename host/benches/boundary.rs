@@ -37,10 +37,9 @@ fn boundary(c: &mut Criterion) {
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, &size| {
             b.iter(|| {
-                let mut builder = BatchBuilder::new("bench", size, size * 220);
+                let mut builder = BatchBuilder::new("bench", 0, size, size * 220);
                 for i in 0..size {
                     builder.push(
-                        0,
                         i as i64,
                         Some(1),
                         Some(b"CAR-1"),
@@ -48,7 +47,7 @@ fn boundary(c: &mut Criterion) {
                         std::iter::empty(),
                     );
                 }
-                let result = instance.process(0, builder.batch()).unwrap();
+                let result = instance.process(builder.batch()).unwrap();
                 let validated = ValidatedResult::new(result, size, 1);
                 assert_eq!(validated.len(), size);
             })

@@ -38,11 +38,10 @@ fn passthrough_round_trips_a_batch() {
     let mut inst = rt
         .instantiate(&plugin, &ctx("pass", &["default"], "{}"))
         .unwrap();
-    let mut b = BatchBuilder::new("in", 3, 256);
+    let mut b = BatchBuilder::new("in", 0, 3, 256);
     for i in 0..3 {
         let value = format!("value-{i}");
         b.push(
-            0,
             i,
             Some(1000 + i),
             Some(b"key"),
@@ -50,7 +49,7 @@ fn passthrough_round_trips_a_batch() {
             [("trace", Some(&b"abc"[..]))].into_iter(),
         );
     }
-    let result = inst.process(0, b.batch()).unwrap();
+    let result = inst.process(b.batch()).unwrap();
     let v = ValidatedResult::new(result, 3, 1);
     for i in 0..3 {
         let outs: Vec<_> = v.outcome(i).unwrap().collect();
@@ -76,18 +75,17 @@ fn degradation_scores_and_rejects_per_message() {
         .instantiate(&plugin, &ctx("deg", &["default"], "{}"))
         .unwrap();
     let good = br#"{"car_id":"CAR-1","seq":1,"tire_temp_fl":100,"tire_temp_fr":100,"tire_temp_rl":100,"tire_temp_rr":100}"#;
-    let mut b = BatchBuilder::new("raw", 3, 256);
-    b.push(0, 0, None, Some(b"CAR-1"), Some(good), std::iter::empty());
+    let mut b = BatchBuilder::new("raw", 0, 3, 256);
+    b.push(0, None, Some(b"CAR-1"), Some(good), std::iter::empty());
     b.push(
-        0,
         1,
         None,
         Some(b"CAR-1"),
         Some(b"not json"),
         std::iter::empty(),
     );
-    b.push(0, 2, None, Some(b"CAR-1"), Some(good), std::iter::empty());
-    let v = ValidatedResult::new(inst.process(0, b.batch()).unwrap(), 3, 1);
+    b.push(2, None, Some(b"CAR-1"), Some(good), std::iter::empty());
+    let v = ValidatedResult::new(inst.process(b.batch()).unwrap(), 3, 1);
     let out: serde_json::Value =
         serde_json::from_slice(v.outcome(0).unwrap().next().unwrap().value.unwrap()).unwrap();
     assert_eq!(out["degradation_score"], 0.571);
@@ -157,7 +155,7 @@ fn compiled_plugins_are_cached_on_disk() {
     let mut inst = rt2
         .instantiate(&plugin, &ctx("p", &["default"], "{}"))
         .unwrap();
-    let mut b = BatchBuilder::new("in", 1, 8);
-    b.push(0, 0, None, None, Some(b"x"), std::iter::empty());
-    assert!(inst.process(0, b.batch()).is_ok());
+    let mut b = BatchBuilder::new("in", 0, 1, 8);
+    b.push(0, None, None, Some(b"x"), std::iter::empty());
+    assert!(inst.process(b.batch()).is_ok());
 }

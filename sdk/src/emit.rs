@@ -1,29 +1,28 @@
 use crate::OutputId;
-use crate::bindings::weir::plugin::types::{BatchResult, Header, Output, Span};
-use crate::message::Message;
+use crate::bindings::weir::plugin::types::BatchResult;
+use crate::message::{Message, NULL_LEN};
 
 /// Collects the records a plugin emits for one input message. They are
-/// written straight into the batch result's arena.
+/// written straight into the batch result's columns.
 pub struct Emitter<'a> {
     pub(crate) result: &'a mut BatchResult,
     pub(crate) output_count: u32,
 }
 
-fn push_bytes(data: &mut Vec<u8>, bytes: &[u8]) -> Span {
-    let offset = data.len() as u32;
+fn push_bytes(data: &mut Vec<u8>, bytes: &[u8]) -> [u32; 2] {
+    let start = data.len() as u32;
     data.extend_from_slice(bytes);
-    Span {
-        offset,
-        len: bytes.len() as u32,
-    }
+    [start, bytes.len() as u32]
 }
+
+const NULL: [u32; 2] = [0, NULL_LEN];
 
 impl<'a> Emitter<'a> {
     /// Emits `value` to `to`, keyed like the input message. Returns a handle
     /// to set a key or add headers.
     pub fn emit(&mut self, to: OutputId, value: &[u8]) -> Emitted<'_> {
         let value = push_bytes(&mut self.result.data, value);
-        self.push(to, Some(value))
+        self.push(to, value)
     }
 
     /// Emits `value` serialised as JSON, without an intermediate buffer.
@@ -37,24 +36,22 @@ impl<'a> Emitter<'a> {
             self.result.data.truncate(start);
             return Err(format!("cannot serialise output: {e}"));
         }
-        let span = Span {
-            offset: start as u32,
-            len: (self.result.data.len() - start) as u32,
-        };
-        Ok(self.push(to, Some(span)))
+        let span = [start as u32, (self.result.data.len() - start) as u32];
+        Ok(self.push(to, span))
     }
 
     /// Emits a tombstone (null value) to `to`.
     pub fn emit_tombstone(&mut self, to: OutputId) -> Emitted<'_> {
-        self.push(to, None)
+        self.push(to, NULL)
     }
 
     /// Emits a copy of `msg`: key, value and headers.
     pub fn forward(&mut self, to: OutputId, msg: &Message<'_>) -> Emitted<'_> {
-        let value = msg.value().map(|v| push_bytes(&mut self.result.data, v));
-        let key = msg.key();
+        let value = msg
+            .value()
+            .map_or(NULL, |v| push_bytes(&mut self.result.data, v));
         let mut emitted = self.push(to, value);
-        if let Some(key) = key {
+        if let Some(key) = msg.key() {
             emitted = emitted.key(key);
         }
         for (name, value) in msg.headers() {
@@ -63,18 +60,14 @@ impl<'a> Emitter<'a> {
         emitted
     }
 
-    fn push(&mut self, to: OutputId, value: Option<Span>) -> Emitted<'_> {
+    fn push(&mut self, to: OutputId, value: [u32; 2]) -> Emitted<'_> {
         debug_assert!(to.0 < self.output_count, "OutputId from another stage");
-        let headers = Span {
-            offset: self.result.headers.len() as u32,
-            len: 0,
-        };
-        self.result.outputs.push(Output {
-            target: to.0,
-            key: None,
-            value,
-            headers,
-        });
+        let r = &mut *self.result;
+        r.targets.push(to.0);
+        r.keys.extend_from_slice(&NULL);
+        r.values.extend_from_slice(&value);
+        r.headers
+            .extend_from_slice(&[(r.header_spans.len() / 4) as u32, 0]);
         Emitted {
             result: self.result,
         }
@@ -87,17 +80,11 @@ pub struct Emitted<'a> {
 }
 
 impl Emitted<'_> {
-    fn last(&mut self) -> &mut Output {
-        self.result
-            .outputs
-            .last_mut()
-            .expect("Emitted exists only after a push")
-    }
-
     /// Sets the record's key (by default it keeps the input's key).
-    pub fn key(mut self, key: &[u8]) -> Self {
+    pub fn key(self, key: &[u8]) -> Self {
         let span = push_bytes(&mut self.result.data, key);
-        self.last().key = Some(span);
+        let n = self.result.keys.len();
+        self.result.keys[n - 2..].copy_from_slice(&span);
         self
     }
 
@@ -106,13 +93,16 @@ impl Emitted<'_> {
         self.header_bytes(name.as_bytes(), value)
     }
 
-    fn header_bytes(mut self, name: &[u8], value: &[u8]) -> Self {
+    fn header_bytes(self, name: &[u8], value: &[u8]) -> Self {
         let name = push_bytes(&mut self.result.data, name);
         let value = push_bytes(&mut self.result.data, value);
-        // Headers of one output are contiguous: this output is the last one
-        // and `Emitted` borrows the emitter, so no other output interleaves.
-        self.result.headers.push(Header { name, value });
-        self.last().headers.len += 1;
+        // Headers of one record are contiguous: this record is the last one
+        // and `Emitted` borrows the emitter, so no other record interleaves.
+        self.result.header_spans.extend_from_slice(&name);
+        self.result.header_spans.extend_from_slice(&value);
+        if let Some(count) = self.result.headers.last_mut() {
+            *count += 1;
+        }
         self
     }
 }

@@ -1,57 +1,81 @@
-use crate::bindings::weir::plugin::types::{Header, Span};
+use crate::bindings::weir::plugin::types::Batch;
+
+/// The `len` of a null span.
+pub(crate) const NULL_LEN: u32 = u32::MAX;
+
+/// Resolves span `i` of a span column (two words per span). `None` for a
+/// null span; a span outside the arena (never sent by the host) reads as
+/// empty rather than panicking the plugin.
+pub(crate) fn span<'a>(column: &[u32], i: usize, data: &'a [u8]) -> Option<&'a [u8]> {
+    let (start, len) = (*column.get(2 * i)?, *column.get(2 * i + 1)?);
+    if len == NULL_LEN {
+        return None;
+    }
+    let start = start as usize;
+    Some(
+        data.get(start..start.saturating_add(len as usize))
+            .unwrap_or(&[]),
+    )
+}
+
+/// The headers `first .. first + count` of a header-span column.
+pub(crate) fn headers<'a>(
+    header_spans: &'a [u32],
+    first: u32,
+    count: u32,
+    data: &'a [u8],
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    (first as usize..first as usize + count as usize).map(move |h| {
+        (
+            span(header_spans, 2 * h, data).unwrap_or(&[]),
+            span(header_spans, 2 * h + 1, data).unwrap_or(&[]),
+        )
+    })
+}
 
 /// One input message: borrowed views into the batch, no copies.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
-    pub(crate) topic: &'a str,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) timestamp_ms: i64,
-    pub(crate) key: Option<Span>,
-    pub(crate) value: Option<Span>,
-    pub(crate) headers: &'a [Header],
-    pub(crate) data: &'a [u8],
-}
-
-pub(crate) fn slice(data: &[u8], span: Span) -> &[u8] {
-    // The host builds spans inside the arena; `get` keeps a malformed batch
-    // from panicking the plugin all the same.
-    data.get(span.offset as usize..(span.offset as usize).saturating_add(span.len as usize))
-        .unwrap_or(&[])
+    pub(crate) batch: &'a Batch,
+    pub(crate) index: usize,
 }
 
 impl<'a> Message<'a> {
     pub fn topic(&self) -> &'a str {
-        self.topic
+        &self.batch.topic
     }
 
     pub fn partition(&self) -> i32 {
-        self.partition
+        self.batch.partition
     }
 
     pub fn offset(&self) -> i64 {
-        self.offset
+        self.batch.offsets.get(self.index).copied().unwrap_or(-1)
     }
 
     /// Milliseconds since the Unix epoch, if the record has a timestamp.
     pub fn timestamp_ms(&self) -> Option<i64> {
-        (self.timestamp_ms >= 0).then_some(self.timestamp_ms)
+        self.batch
+            .timestamps
+            .get(self.index)
+            .copied()
+            .filter(|t| *t >= 0)
     }
 
     pub fn key(&self) -> Option<&'a [u8]> {
-        self.key.map(|s| slice(self.data, s))
+        span(&self.batch.keys, self.index, &self.batch.data)
     }
 
     pub fn value(&self) -> Option<&'a [u8]> {
-        self.value.map(|s| slice(self.data, s))
+        span(&self.batch.values, self.index, &self.batch.data)
     }
 
     /// The headers, in record order; names are not necessarily unique.
     pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        let data = self.data;
-        self.headers
-            .iter()
-            .map(move |h| (slice(data, h.name), slice(data, h.value)))
+        let h = &self.batch.headers;
+        let first = h.get(2 * self.index).copied().unwrap_or(0);
+        let count = h.get(2 * self.index + 1).copied().unwrap_or(0);
+        headers(&self.batch.header_spans, first, count, &self.batch.data)
     }
 
     /// The value of the last header called `name`.

@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 
-use crate::bindings::weir::plugin::types::{self as wit, Batch, BatchResult, Span};
+use crate::bindings::weir::plugin::types::{self as wit, Batch, BatchResult, Rejection};
 use crate::emit::Emitter;
 use crate::message::Message;
 use crate::{InitContext, Processor};
@@ -43,35 +43,22 @@ pub(crate) fn process_with<P: Processor>(
     batch: &Batch,
     output_count: u32,
 ) -> BatchResult {
-    let n = batch.messages.len();
+    let n = batch.offsets.len();
     let mut result = BatchResult {
-        outcomes: Vec::with_capacity(n),
-        outputs: Vec::with_capacity(n),
-        headers: Vec::new(),
+        counts: Vec::with_capacity(n),
+        targets: Vec::with_capacity(n),
+        keys: Vec::with_capacity(2 * n),
+        values: Vec::with_capacity(2 * n),
+        headers: Vec::with_capacity(2 * n),
+        header_spans: Vec::new(),
         data: Vec::with_capacity(batch.data.len() + n * 64),
+        rejected: Vec::new(),
     };
-    for m in &batch.messages {
-        let headers = batch
-            .headers
-            .get(m.headers.offset as usize..(m.headers.offset + m.headers.len) as usize)
-            .unwrap_or(&[]);
-        let msg = Message {
-            topic: batch
-                .topics
-                .get(m.topic as usize)
-                .map(String::as_str)
-                .unwrap_or(""),
-            partition: m.partition,
-            offset: m.offset,
-            timestamp_ms: m.timestamp_ms,
-            key: m.key,
-            value: m.value,
-            headers,
-            data: &batch.data,
-        };
+    for index in 0..n {
+        let msg = Message { batch, index };
         let marks = (
-            result.outputs.len(),
-            result.headers.len(),
+            result.targets.len(),
+            result.header_spans.len(),
             result.data.len(),
         );
         let mut emitter = Emitter {
@@ -79,18 +66,20 @@ pub(crate) fn process_with<P: Processor>(
             output_count,
         };
         match plugin.process(&msg, &mut emitter) {
-            Ok(()) => {
-                let len = result.outputs.len() - marks.0;
-                result.outcomes.push(Ok(Span {
-                    offset: marks.0 as u32,
-                    len: len as u32,
-                }));
-            }
+            Ok(()) => result.counts.push((result.targets.len() - marks.0) as u32),
             Err(reason) => {
-                result.outputs.truncate(marks.0);
-                result.headers.truncate(marks.1);
+                // Drop whatever it emitted before failing.
+                result.targets.truncate(marks.0);
+                result.keys.truncate(2 * marks.0);
+                result.values.truncate(2 * marks.0);
+                result.headers.truncate(2 * marks.0);
+                result.header_spans.truncate(marks.1);
                 result.data.truncate(marks.2);
-                result.outcomes.push(Err(reason));
+                result.counts.push(0);
+                result.rejected.push(Rejection {
+                    index: index as u32,
+                    reason,
+                });
             }
         }
     }
@@ -98,20 +87,20 @@ pub(crate) fn process_with<P: Processor>(
 }
 
 fn reject_all(batch: &Batch, reason: &str) -> BatchResult {
+    let n = batch.offsets.len();
     BatchResult {
-        outcomes: batch
-            .messages
-            .iter()
-            .map(|_| Err(reason.to_string()))
-            .collect(),
-        outputs: Vec::new(),
+        counts: vec![0; n],
+        targets: Vec::new(),
+        keys: Vec::new(),
+        values: Vec::new(),
         headers: Vec::new(),
+        header_spans: Vec::new(),
         data: Vec::new(),
+        rejected: (0..n as u32)
+            .map(|index| Rejection {
+                index,
+                reason: reason.to_string(),
+            })
+            .collect(),
     }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-/// Resolves a span of a batch result, for [`crate::testing`].
-pub(crate) fn result_bytes(result: &BatchResult, span: Span) -> Vec<u8> {
-    crate::message::slice(&result.data, span).to_vec()
 }

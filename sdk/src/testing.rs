@@ -24,7 +24,8 @@
 //! State, metrics and logs go to per-thread fakes; each test runs on its own
 //! thread, so tests do not see each other's state.
 
-use crate::bindings::weir::plugin::types::{self as wit, Batch, Header, Message, Span};
+use crate::bindings::weir::plugin::types::Batch;
+use crate::message::{NULL_LEN, headers, span};
 use crate::{InitContext, Processor};
 
 /// An input message for a test.
@@ -117,37 +118,40 @@ impl<P: Processor> Harness<P> {
         Ok(Harness { plugin, outputs })
     }
 
-    /// Processes one batch; all messages should share a partition, as in the
-    /// host. Returns each message's outputs or its rejection reason.
+    /// Processes one batch, encoded as the host encodes it. All messages
+    /// should share a topic and partition, as in the host. Returns each
+    /// message's records or its rejection reason.
     pub fn process(&mut self, messages: &[TestMessage]) -> Vec<Result<Vec<TestOutput>, String>> {
         let batch = encode(messages);
-        set_scope(messages.first().map_or(-1, |m| m.partition));
+        set_scope(batch.partition);
         let result =
             crate::runtime::process_with(&mut self.plugin, &batch, self.outputs.len() as u32);
+        let mut next = 0usize;
         result
-            .outcomes
+            .counts
             .iter()
-            .map(|outcome| match outcome {
-                Err(reason) => Err(reason.clone()),
-                Ok(range) => Ok(result.outputs
-                    [range.offset as usize..(range.offset + range.len) as usize]
-                    .iter()
+            .enumerate()
+            .map(|(i, &count)| {
+                let range = next..next + count as usize;
+                next = range.end;
+                if let Some(r) = result.rejected.iter().find(|r| r.index as usize == i) {
+                    return Err(r.reason.clone());
+                }
+                Ok(range
                     .map(|o| TestOutput {
-                        output: self.outputs[o.target as usize].clone(),
-                        key: o.key.map(|k| crate::runtime::result_bytes(&result, k)),
-                        value: o.value.map(|v| crate::runtime::result_bytes(&result, v)),
-                        headers: result.headers[o.headers.offset as usize
-                            ..(o.headers.offset + o.headers.len) as usize]
-                            .iter()
-                            .map(|h| {
-                                (
-                                    crate::runtime::result_bytes(&result, h.name),
-                                    crate::runtime::result_bytes(&result, h.value),
-                                )
-                            })
-                            .collect(),
+                        output: self.outputs[result.targets[o] as usize].clone(),
+                        key: span(&result.keys, o, &result.data).map(<[u8]>::to_vec),
+                        value: span(&result.values, o, &result.data).map(<[u8]>::to_vec),
+                        headers: headers(
+                            &result.header_spans,
+                            result.headers[2 * o],
+                            result.headers[2 * o + 1],
+                            &result.data,
+                        )
+                        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                        .collect(),
                     })
-                    .collect()),
+                    .collect())
             })
             .collect()
     }
@@ -183,54 +187,41 @@ pub fn logs() -> Vec<String> {
     crate::host::imp::FAKE.with(|f| f.borrow().logs.iter().map(|(_, m)| m.clone()).collect())
 }
 
-fn push(data: &mut Vec<u8>, bytes: &[u8]) -> Span {
-    let offset = data.len() as u32;
-    data.extend_from_slice(bytes);
-    Span {
-        offset,
-        len: bytes.len() as u32,
+fn push(data: &mut Vec<u8>, column: &mut Vec<u32>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => {
+            column.extend_from_slice(&[data.len() as u32, b.len() as u32]);
+            data.extend_from_slice(b);
+        }
+        None => column.extend_from_slice(&[0, NULL_LEN]),
     }
 }
 
-/// Encodes messages as the host does: one arena, spans into it.
+/// Encodes messages as the host does: columns over one arena.
 fn encode(messages: &[TestMessage]) -> Batch {
-    let mut topics: Vec<String> = Vec::new();
-    let mut data = Vec::new();
-    let mut headers = Vec::new();
-    let mut encoded = Vec::with_capacity(messages.len());
+    let first = messages.first();
+    let mut b = Batch {
+        topic: first.map_or_else(|| "input".to_string(), |m| m.topic.clone()),
+        partition: first.map_or(0, |m| m.partition),
+        offsets: Vec::new(),
+        timestamps: Vec::new(),
+        keys: Vec::new(),
+        values: Vec::new(),
+        headers: Vec::new(),
+        header_spans: Vec::new(),
+        data: Vec::new(),
+    };
     for m in messages {
-        let topic = match topics.iter().position(|t| *t == m.topic) {
-            Some(i) => i,
-            None => {
-                topics.push(m.topic.clone());
-                topics.len() - 1
-            }
-        };
-        let key = m.key.as_deref().map(|k| push(&mut data, k));
-        let value = m.value.as_deref().map(|v| push(&mut data, v));
-        let first = headers.len() as u32;
+        b.offsets.push(m.offset);
+        b.timestamps.push(m.timestamp_ms);
+        push(&mut b.data, &mut b.keys, m.key.as_deref());
+        push(&mut b.data, &mut b.values, m.value.as_deref());
+        b.headers
+            .extend_from_slice(&[(b.header_spans.len() / 4) as u32, m.headers.len() as u32]);
         for (n, v) in &m.headers {
-            let name = push(&mut data, n.as_bytes());
-            let value = push(&mut data, v);
-            headers.push(Header { name, value });
+            push(&mut b.data, &mut b.header_spans, Some(n.as_bytes()));
+            push(&mut b.data, &mut b.header_spans, Some(v));
         }
-        encoded.push(Message {
-            topic: topic as u32,
-            partition: m.partition,
-            offset: m.offset,
-            timestamp_ms: m.timestamp_ms,
-            key,
-            value,
-            headers: Span {
-                offset: first,
-                len: m.headers.len() as u32,
-            },
-        });
     }
-    wit::Batch {
-        topics,
-        messages: encoded,
-        headers,
-        data,
-    }
+    b
 }

@@ -221,11 +221,11 @@ impl Stage {
             .iter()
             .map(|m| m.payload_len() + m.key().map_or(0, <[u8]>::len) + 64)
             .sum();
-        let mut builder = BatchBuilder::new(topic, group.len(), bytes);
+        let mut builder = BatchBuilder::new(topic, partition, group.len(), bytes);
         for m in group {
             push(&mut builder, m);
         }
-        match self.call(partition, builder).await {
+        match self.call(builder).await {
             Ok(result) => {
                 Results::Batch(ValidatedResult::new(result, group.len(), self.topics.len()))
             }
@@ -233,9 +233,9 @@ impl Stage {
                 self.note_failure(&e);
                 let mut singles = Vec::with_capacity(group.len());
                 for m in group {
-                    let mut one = BatchBuilder::new(topic, 1, m.payload_len() + 64);
+                    let mut one = BatchBuilder::new(topic, partition, 1, m.payload_len() + 64);
                     push(&mut one, m);
-                    singles.push(match self.call(partition, one).await {
+                    singles.push(match self.call(one).await {
                         Ok(r) => Ok(ValidatedResult::new(r, 1, self.topics.len())),
                         Err(e) => {
                             self.note_failure(&e);
@@ -259,11 +259,7 @@ impl Stage {
 
     /// One plugin call on a blocking thread, with a fresh instance if the
     /// last call failed.
-    async fn call(
-        &mut self,
-        partition: i32,
-        builder: BatchBuilder,
-    ) -> Result<crate::wasm::BatchResult, CallError> {
+    async fn call(&mut self, builder: BatchBuilder) -> Result<crate::wasm::BatchResult, CallError> {
         let idle = self
             .instance
             .lock()
@@ -285,7 +281,7 @@ impl Stage {
         let batch = builder.into_batch();
         let joined = tokio::task::spawn_blocking(move || {
             let mut instance = instance;
-            let result = instance.process(partition, &batch);
+            let result = instance.process(&batch);
             (instance, result)
         })
         .await;
@@ -418,7 +414,6 @@ fn push(builder: &mut BatchBuilder, m: &BorrowedMessage<'_>) {
         .flat_map(|h| h.iter())
         .map(|h| (h.key, h.value));
     builder.push(
-        m.partition(),
         m.offset(),
         m.timestamp().to_millis(),
         m.key(),

@@ -41,10 +41,10 @@ impl Instance {
         &self.plugin
     }
 
-    /// Runs `process` on one batch, all of whose messages are from
-    /// `partition`; state calls during it see that partition's scope.
-    pub fn process(&mut self, partition: i32, batch: &Batch) -> Result<BatchResult, CallError> {
-        self.store.data_mut().scope.partition = partition;
+    /// Runs `process` on one batch; state calls during it see the scope of
+    /// the batch's partition.
+    pub fn process(&mut self, batch: &Batch) -> Result<BatchResult, CallError> {
+        self.store.data_mut().scope.partition = batch.partition;
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = self.bindings.call_process(&mut self.store, batch);
         result.map_err(|e| classify(&self.store.data().scope.stage, e))
