@@ -54,10 +54,7 @@ impl<'a> Emitter<'a> {
         if let Some(key) = msg.key() {
             emitted = emitted.key(key);
         }
-        for (name, value) in msg.headers() {
-            emitted = emitted.header_bytes(name, value);
-        }
-        emitted
+        emitted.headers_from(msg)
     }
 
     fn push(&mut self, to: OutputId, value: [u32; 2]) -> Emitted<'_> {
@@ -91,6 +88,15 @@ impl Emitted<'_> {
     /// Adds a header.
     pub fn header(self, name: &str, value: &[u8]) -> Self {
         self.header_bytes(name.as_bytes(), value)
+    }
+
+    /// Copies every header of `msg`, so that trace context and the like
+    /// follow a message through an enriching stage.
+    pub fn headers_from(mut self, msg: &Message<'_>) -> Self {
+        for (name, value) in msg.headers() {
+            self = self.header_bytes(name, value);
+        }
+        self
     }
 
     fn header_bytes(self, name: &[u8], value: &[u8]) -> Self {

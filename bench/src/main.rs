@@ -1,0 +1,496 @@
+//! weir's benchmark harness; `scripts/bench.sh` runs it against a fresh
+//! broker. See BENCHMARKS.md for what each rung is.
+
+mod broker;
+mod child;
+mod kafka;
+mod latency;
+mod load;
+mod native;
+mod produce;
+mod report;
+mod telemetry;
+mod throughput;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::child::Processor;
+use crate::kafka::Watermarks;
+use crate::report::Results;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every rung, side by side; writes the results into BENCHMARKS.md.
+    All(AllArgs),
+    /// The native consume-transform-produce loop (B1, B2); runs until killed.
+    Native {
+        #[arg(long, value_enum)]
+        mode: native::Mode,
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        input: String,
+        #[arg(long)]
+        output: String,
+        #[arg(long)]
+        dead_letter: String,
+        #[arg(long)]
+        group: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct AllArgs {
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long, default_value = "scripts/kafka.sh")]
+    kafka_sh: PathBuf,
+    #[arg(long, default_value = "unknown")]
+    kafka_version: String,
+    #[arg(long, default_value = "target/release/weir")]
+    weir: PathBuf,
+    /// Where the plugins were built for wasm32-wasip2 (release).
+    #[arg(long, default_value = "target/wasm32-wasip2/release")]
+    plugins: PathBuf,
+    /// A Python with confluent-kafka for B4; without it B4 is skipped.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    #[arg(long, default_value = "bench/python/seed_consumer.py")]
+    python_script: PathBuf,
+    #[arg(long, default_value_t = 500_000)]
+    messages: u64,
+    #[arg(long, default_value_t = 50_000)]
+    python_messages: u64,
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    #[arg(long, default_value = "target/criterion")]
+    criterion: PathBuf,
+    #[arg(long, default_value = "target/bench")]
+    workdir: PathBuf,
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    markdown: PathBuf,
+    /// Rungs to run (b0, b1, b2, b3-pass, b3-f1, b4, latency, load); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+const PARTITIONS: i32 = 2;
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Native {
+            mode,
+            bootstrap,
+            input,
+            output,
+            dead_letter,
+            group,
+        } => native::run(&bootstrap, &input, &output, &dead_letter, &group, mode),
+        Cmd::All(args) => all(&args),
+    }
+}
+
+fn all(a: &AllArgs) -> Result<()> {
+    let started = Instant::now();
+    let wants = |r: &str| a.only.is_empty() || a.only.iter().any(|o| o == r);
+    std::fs::create_dir_all(&a.workdir)?;
+    let workdir = a.workdir.canonicalize()?;
+    let run = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let topic = |s: &str| format!("bench.{run}.{s}");
+    let input = topic("in");
+    let dlq = topic("dead-letter");
+    let outputs = ["b0", "b1", "b2", "b3-pass", "b3-f1", "b4"].map(|r| topic(&format!("out.{r}")));
+    let mut all_topics: Vec<(&str, i32)> = vec![(&input, PARTITIONS), (&dlq, 1)];
+    all_topics.extend(outputs.iter().map(|t| (t.as_str(), PARTITIONS)));
+    kafka::create_topics(&a.bootstrap, &all_topics)?;
+    let watermarks = Watermarks::new(&a.bootstrap)?;
+
+    eprintln!(
+        "weir-bench: preloading {} messages into {input}",
+        a.messages
+    );
+    let took = produce::produce(&produce::Load {
+        bootstrap: &a.bootstrap,
+        topic: &input,
+        partitions: PARTITIONS,
+        count: a.messages,
+        rate: None,
+        stamp: true,
+        seed: 42,
+    })?;
+    eprintln!(
+        "  preload    {:>10.0} msg/s (rdkafka producer)",
+        a.messages as f64 / took.as_secs_f64()
+    );
+
+    let mut results = Results {
+        date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine: machine(),
+        versions: versions(a),
+        messages: a.messages,
+        python_messages: a.python_messages,
+        message_bytes: mean_message_bytes(),
+        partitions: PARTITIONS,
+        ceiling: None,
+        throughput: Vec::new(),
+        latency: Vec::new(),
+        load: Vec::new(),
+        micro: Vec::new(),
+        seconds: 0.0,
+    };
+
+    if wants("b0") {
+        results.ceiling = Some(broker::measure(
+            &a.kafka_sh,
+            &a.bootstrap,
+            &outputs[0],
+            &input,
+            a.messages,
+            results.message_bytes,
+        )?);
+    }
+
+    let f1_config = r#"{"baseline_temp_c":80.0,"temp_span_c":35.0,"tire_wear_threshold":0.65,"low_battery_soc":0.4}"#;
+    let passthrough = a.plugins.join("weir_passthrough.wasm");
+    let degradation = a.plugins.join("weir_f1_degradation.wasm");
+    let rungs: [(&str, &str, &Path, &str); 5] = [
+        ("b1", "native rdkafka loop, copy", Path::new(""), ""),
+        (
+            "b2",
+            "native rdkafka loop, F1 degradation",
+            Path::new(""),
+            "",
+        ),
+        ("b3-pass", "weir, passthrough plugin", &passthrough, "{}"),
+        (
+            "b3-f1",
+            "weir, F1 degradation plugin",
+            &degradation,
+            f1_config,
+        ),
+        (
+            "b4",
+            "Python confluent-kafka, seed 000's consumer",
+            Path::new(""),
+            "",
+        ),
+    ];
+    for (i, (rung, what, plugin, config)) in rungs.iter().enumerate() {
+        if !wants(rung) {
+            continue;
+        }
+        let output = &outputs[i + 1];
+        let group = format!("bench-{run}-{rung}");
+        let (cmd, target) = match *rung {
+            "b1" | "b2" => {
+                let mode = if *rung == "b1" { "pass" } else { "f1" };
+                (
+                    native_cmd(mode, &a.bootstrap, &input, output, &dlq, &group)?,
+                    a.messages,
+                )
+            }
+            "b4" => {
+                let Some(python) = &a.python else {
+                    eprintln!("  B4 skipped: no --python");
+                    continue;
+                };
+                let mut cmd = Command::new(python);
+                cmd.arg(&a.python_script)
+                    .args([&a.bootstrap, &input, output, &group]);
+                (cmd, a.python_messages)
+            }
+            _ => {
+                let toml =
+                    weir_pipeline(&a.bootstrap, &group, &input, output, &dlq, plugin, config)?;
+                let file = workdir.join(format!("{rung}.toml"));
+                std::fs::write(&file, toml)?;
+                (weir_cmd(&a.weir, &file), a.messages)
+            }
+        };
+        let p = Processor::spawn(rung, cmd, &workdir)?;
+        results.throughput.push(throughput::measure(
+            p,
+            &label(rung),
+            what,
+            &watermarks,
+            output,
+            target as i64,
+        )?);
+    }
+
+    if wants("latency") {
+        let b1 = results
+            .throughput
+            .iter()
+            .find(|t| t.rung == "B1")
+            .context("the latency run needs B1's rate: include b1")?
+            .msgs_per_sec;
+        let rate = (b1 * 0.5).round();
+        for (rung, what, plugin, config) in [
+            ("b1", "native rdkafka loop, copy", Path::new(""), ""),
+            (
+                "b3-pass",
+                "weir, passthrough plugin",
+                passthrough.as_path(),
+                "{}",
+            ),
+            (
+                "b3-f1",
+                "weir, F1 degradation plugin",
+                degradation.as_path(),
+                f1_config,
+            ),
+        ] {
+            let lin = topic(&format!("lat.{rung}.in"));
+            let lout = topic(&format!("lat.{rung}.out"));
+            kafka::create_topics(&a.bootstrap, &[(&lin, PARTITIONS), (&lout, PARTITIONS)])?;
+            let group = format!("bench-{run}-lat-{rung}");
+            let cmd = if rung == "b1" {
+                native_cmd("pass", &a.bootstrap, &lin, &lout, &dlq, &group)?
+            } else {
+                let file = workdir.join(format!("lat-{rung}.toml"));
+                std::fs::write(
+                    &file,
+                    weir_pipeline(&a.bootstrap, &group, &lin, &lout, &dlq, plugin, config)?,
+                )?;
+                weir_cmd(&a.weir, &file)
+            };
+            let p = Processor::spawn(&format!("lat-{rung}"), cmd, &workdir)?;
+            results.latency.push(latency::measure(
+                p,
+                &label(rung),
+                what,
+                &latency::Run {
+                    bootstrap: &a.bootstrap,
+                    input: &lin,
+                    output: &lout,
+                    partitions: PARTITIONS,
+                    rate,
+                    duration: Duration::from_secs(a.latency_secs),
+                },
+            )?);
+        }
+    }
+
+    if wants("load") {
+        results
+            .load
+            .push(load::measure("passthrough", &passthrough, "{}")?);
+        results
+            .load
+            .push(load::measure("f1-degradation", &degradation, f1_config)?);
+    }
+
+    results.micro = report::criterion(
+        &a.criterion,
+        &[
+            ("passthrough_boundary/1", 1),
+            ("passthrough_boundary/16", 16),
+            ("passthrough_boundary/64", 64),
+            ("passthrough_boundary/256", 256),
+            ("f1_degradation/wasm/256", 256),
+            ("f1_degradation/native/256", 256),
+        ],
+    );
+    results.seconds = started.elapsed().as_secs_f64();
+    let markdown = results.markdown();
+    println!("{markdown}");
+    std::fs::write(
+        workdir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    report::splice(&a.markdown, &markdown)?;
+    eprintln!(
+        "weir-bench: wrote {} and {}",
+        a.markdown.display(),
+        workdir.join("results.json").display()
+    );
+    Ok(())
+}
+
+fn native_cmd(
+    mode: &str,
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    dlq: &str,
+    group: &str,
+) -> Result<Command> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "native",
+        "--mode",
+        mode,
+        "--bootstrap",
+        bootstrap,
+        "--input",
+        input,
+    ])
+    .args(["--output", output, "--dead-letter", dlq, "--group", group]);
+    Ok(cmd)
+}
+
+fn weir_cmd(weir: &Path, pipeline: &Path) -> Command {
+    let mut cmd = Command::new(weir);
+    cmd.arg("run").arg(pipeline).env("RUST_LOG", "warn");
+    // The file says everything; none of the KAFKA_* overrides may leak in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KAFKA_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn weir_pipeline(
+    bootstrap: &str,
+    group: &str,
+    input: &str,
+    output: &str,
+    dlq: &str,
+    plugin: &Path,
+    config_json: &str,
+) -> Result<String> {
+    let plugin = plugin.canonicalize().with_context(|| {
+        format!(
+            "plugin {} (build it with scripts/build-plugins.sh)",
+            plugin.display()
+        )
+    })?;
+    let config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(config_json)?;
+    let config: String = config.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    Ok(format!(
+        r#"[kafka]
+brokers = "{bootstrap}"
+group_id = "{group}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[topic]]
+name = "{input}"
+
+[[topic]]
+name = "{output}"
+
+[[topic]]
+name = "{dlq}"
+
+[[stage]]
+name = "bench"
+plugin = "{}"
+inputs = ["{input}"]
+outputs = {{ default = "{output}" }}
+dead_letter = "{dlq}"
+
+[stage.config]
+{config}"#,
+        plugin.display()
+    ))
+}
+
+fn mean_message_bytes() -> usize {
+    let mut g = telemetry::Generator::new(42, "bench");
+    let mut buf = Vec::new();
+    let total: usize = (0..1000)
+        .map(|_| {
+            g.next_message(&mut buf);
+            buf.len()
+        })
+        .sum();
+    total / 1000
+}
+
+fn command_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!(
+        "{model}, {} cores, {mem_gib:.0} GiB, Linux {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        command_line("uname", &["-r"])
+    )
+}
+
+fn versions(a: &AllArgs) -> Vec<(String, String)> {
+    let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
+    let locked = |name: &str| {
+        let needle = format!("name = \"{name}\"\nversion = \"");
+        lock.find(&needle)
+            .map(|i| {
+                lock[i + needle.len()..]
+                    .split('"')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let mut v = vec![
+        (
+            "weir".into(),
+            command_line("git", &["describe", "--always", "--dirty"]),
+        ),
+        ("rustc".into(), command_line("rustc", &["--version"])),
+        ("wasmtime".into(), locked("wasmtime")),
+        (
+            "rdkafka (Rust) / librdkafka".into(),
+            format!("{} / {}", locked("rdkafka"), locked("rdkafka-sys")),
+        ),
+        ("Apache Kafka".into(), a.kafka_version.clone()),
+        (
+            "Java".into(),
+            command_line("sh", &["-c", "java -version 2>&1 | head -n 1"]),
+        ),
+    ];
+    if let Some(python) = &a.python {
+        v.push((
+            "Python / confluent-kafka / its librdkafka".into(),
+            command_line(
+                &python.display().to_string(),
+                &["-c", "import sys, confluent_kafka as c; print(sys.version.split()[0], '/', c.version()[0] if isinstance(c.version(), tuple) else c.version(), '/', c.libversion()[0])"],
+            ),
+        ));
+    }
+    v
+}
+
+/// `b3-pass` -> `B3-pass`.
+fn label(rung: &str) -> String {
+    format!("B{}", &rung[1..])
+}
