@@ -85,8 +85,7 @@ pub async fn run(
         Arc::new(MemoryState::default()),
         metrics.clone(),
     )?);
-    let producer = clients.producer()?;
-    let topology = Topology::build(&config, &runtime, &clients, &producer)?;
+    let topology = Topology::build(&config, &runtime, &clients)?;
 
     let admin_state = AdminState::new(bootstrap, embedded, metrics);
     let listener = bind(config.admin.listen).await?;

@@ -1,6 +1,6 @@
 use rdkafka::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
-use rdkafka::producer::FutureProducer;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::{ProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
 
@@ -78,7 +78,10 @@ impl KafkaClients {
     /// The pipeline's producer: idempotent with `acks=all`, so a retried send
     /// neither duplicates nor reorders, and Java-compatible key partitioning
     /// (murmur2), so weir's outputs co-partition with other Kafka clients'.
-    pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+    pub fn producer<C: ProducerContext>(
+        &self,
+        context: C,
+    ) -> Result<ThreadedProducer<C>, KafkaError> {
         self.config(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -88,14 +91,14 @@ impl KafkaClients {
             ("queue.buffering.max.kbytes", "262144"),
             ("message.timeout.ms", "300000"),
         ])
-        .create()
+        .create_with_context(context)
         .map_err(self.client_err("producer"))
     }
 
     /// A stage's consumer. Offsets are stored by the stage only once every
     /// record derived from a message is acknowledged, and auto-commit then
     /// commits only stored offsets: at-least-once.
-    pub fn consumer(&self, group_id: &str) -> Result<StreamConsumer, KafkaError> {
+    pub fn consumer(&self, group_id: &str) -> Result<BaseConsumer, KafkaError> {
         self.config(&[
             ("group.id", group_id),
             ("enable.auto.commit", "true"),

@@ -1,105 +1,275 @@
 //! Storing input offsets only once everything derived from them is
 //! acknowledged by the broker.
 //!
-//! The stage hands over one [`Pending`] per partition per batch, in
-//! processing order, and this task awaits their deliveries in that order:
-//! an offset is stored only after its own records and those of every
-//! earlier message are acknowledged. A failed delivery is re-sent with
-//! backoff and blocks the offsets behind it until it succeeds.
+//! Every record a stage produces carries a [`Tag`] naming the input message
+//! it came from. The producer's delivery callback queues the tag in
+//! [`Deliveries`]; the stage thread drains the queue into its [`Ledger`],
+//! which counts, per input partition and in offset order, the records each
+//! input message still waits for. An offset is stored for commit only when
+//! it and every earlier offset of its partition have nothing outstanding:
+//! at-least-once, with no per-record allocation or channel.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use tokio::sync::mpsc;
+use rdkafka::ClientContext;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
 
-use crate::metrics::StageMetrics;
-
+/// Which input message a produced record derives from, packed into the
+/// producer's per-record opaque word: a ledger slot (one per input
+/// partition), the input offset, and whether the record is a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    Output,
-    DeadLetter,
-}
+pub struct Tag(usize);
 
-/// The records derived from a run of messages of one partition.
-pub struct Pending {
-    pub topic: String,
-    pub partition: i32,
-    /// The last input offset covered.
-    pub last_offset: i64,
-    pub inputs: u64,
-    pub deliveries: Vec<(Sent, DeliveryFuture)>,
-}
+const OFFSET_BITS: u32 = 47;
+const SLOT_BITS: u32 = 16;
+const DEAD_LETTER_BIT: usize = 1 << (OFFSET_BITS + SLOT_BITS);
+const MAX_SLOTS: usize = 1 << SLOT_BITS;
 
-pub async fn run(
-    stage: String,
-    mut rx: mpsc::Receiver<Pending>,
-    consumer: Arc<StreamConsumer>,
-    producer: FutureProducer,
-    metrics: Arc<StageMetrics>,
-) {
-    while let Some(p) = rx.recv().await {
-        for (kind, delivery) in p.deliveries {
-            if !deliver(&stage, &producer, delivery).await {
-                // The producer is gone: we are shutting down. Nothing after
-                // this point is stored, so it will be consumed again.
-                return;
-            }
-            match kind {
-                Sent::Output => StageMetrics::add(&metrics.emitted, 1),
-                Sent::DeadLetter => StageMetrics::add(&metrics.dead_lettered, 1),
-            }
+impl Tag {
+    pub fn new(slot: u32, offset: i64, dead_letter: bool) -> Tag {
+        debug_assert!((0..1 << OFFSET_BITS).contains(&offset));
+        let mut word =
+            ((slot as usize) << OFFSET_BITS) | (offset as usize & ((1 << OFFSET_BITS) - 1));
+        if dead_letter {
+            word |= DEAD_LETTER_BIT;
         }
-        // librdkafka stores `offset + 1`: the next message to read.
-        match consumer.store_offset(&p.topic, p.partition, p.last_offset) {
-            Ok(()) => StageMetrics::add(&metrics.committed, p.inputs),
-            // The partition was revoked in a rebalance; its new owner
-            // re-reads from the last commit.
-            Err(e) => {
-                tracing::debug!(stage, topic = p.topic, partition = p.partition, error = %e, "offset not stored")
-            }
-        }
+        Tag(word)
+    }
+
+    pub fn slot(self) -> u32 {
+        ((self.0 >> OFFSET_BITS) & (MAX_SLOTS - 1)) as u32
+    }
+
+    pub fn offset(self) -> i64 {
+        (self.0 & ((1 << OFFSET_BITS) - 1)) as i64
+    }
+
+    pub fn dead_letter(self) -> bool {
+        self.0 & DEAD_LETTER_BIT != 0
+    }
+
+    pub fn word(self) -> usize {
+        self.0
     }
 }
 
-/// Awaits a delivery, re-sending until the broker acknowledges it.
-/// Returns false if the producer was dropped.
-async fn deliver(stage: &str, producer: &FutureProducer, mut delivery: DeliveryFuture) -> bool {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let failed: OwnedMessage = match delivery.await {
-            Err(_canceled) => return false,
-            Ok(Ok(_)) => return true,
-            Ok(Err((error, msg))) => {
-                tracing::warn!(stage, topic = msg.topic(), partition = msg.partition(), error = %error, "delivery failed; retrying");
-                msg
-            }
+/// What the broker said about one record.
+pub struct Delivery {
+    pub tag: Tag,
+    /// The error and the record, for a re-send.
+    pub failed: Option<(rdkafka::error::KafkaError, OwnedMessage)>,
+}
+
+/// The producer context: queues delivery reports for the stage thread.
+#[derive(Default)]
+pub struct Deliveries {
+    queue: Mutex<Vec<Delivery>>,
+}
+
+impl Deliveries {
+    /// Moves every queued report into `into` (which should be empty).
+    pub fn drain(&self, into: &mut Vec<Delivery>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *queue, into);
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let failed = match result {
+            Ok(_) => None,
+            Err((e, m)) => Some((e.clone(), m.detach())),
         };
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-        delivery = loop {
-            let mut record = FutureRecord::to(failed.topic()).partition(failed.partition());
-            if let Some(k) = failed.key() {
-                record = record.key(k);
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Delivery {
+                tag: Tag(opaque),
+                failed,
+            });
+    }
+}
+
+/// Input messages of one partition still waiting for their records.
+#[derive(Debug)]
+struct PartitionLedger {
+    topic: String,
+    partition: i32,
+    /// (offset, records not yet acknowledged), in offset order.
+    pending: VecDeque<(i64, u32)>,
+    last_pushed: i64,
+}
+
+/// Outstanding records per input message, for every input partition.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    slots: Vec<Option<PartitionLedger>>,
+    by_partition: HashMap<(String, i32), u32>,
+    cursor: usize,
+}
+
+impl Ledger {
+    /// The slot for a partition whose next message has `offset`. A message
+    /// at or before one already pushed means the partition was re-read (a
+    /// rebalance, a seek): its old entries are forgotten under a new slot,
+    /// so late acknowledgements for them cannot count for the new ones.
+    pub fn slot(&mut self, topic: &str, partition: i32, offset: i64) -> u32 {
+        if let Some(&slot) = self.by_partition.get(&(topic.to_string(), partition)) {
+            match &self.slots[slot as usize] {
+                Some(p) if offset > p.last_pushed => return slot,
+                _ => self.slots[slot as usize] = None,
             }
-            if let Some(v) = failed.payload() {
-                record = record.payload(v);
-            }
-            if let Some(ts) = failed.timestamp().to_millis() {
-                record = record.timestamp(ts);
-            }
-            if let Some(h) = failed.headers() {
-                record = record.headers(h.clone());
-            }
-            match producer.send_result(record) {
-                Ok(d) => break d,
-                Err((e, _)) => {
-                    tracing::warn!(stage, error = %e, "cannot enqueue retry");
-                    tokio::time::sleep(backoff).await;
-                }
-            }
+        }
+        let entry = PartitionLedger {
+            topic: topic.to_string(),
+            partition,
+            pending: VecDeque::new(),
+            last_pushed: -1,
         };
+        // A forgotten slot is reused only once all 2^16 are taken, so a
+        // late acknowledgement cannot land on a new owner of its slot.
+        let slot = if self.slots.len() < MAX_SLOTS {
+            self.slots.push(Some(entry));
+            self.slots.len() - 1
+        } else {
+            let free = (0..MAX_SLOTS)
+                .map(|i| (self.cursor + i) % MAX_SLOTS)
+                .find(|&i| self.slots[i].is_none())
+                .unwrap_or_else(|| panic!("more than {MAX_SLOTS} input partitions in one stage"));
+            self.cursor = free + 1;
+            self.slots[free] = Some(entry);
+            free
+        } as u32;
+        self.by_partition
+            .insert((topic.to_string(), partition), slot);
+        slot
+    }
+
+    /// Records that the message at `offset` produced `records` records.
+    pub fn push(&mut self, slot: u32, offset: i64, records: u32) {
+        if let Some(p) = &mut self.slots[slot as usize] {
+            p.pending.push_back((offset, records));
+            p.last_pushed = offset;
+        }
+    }
+
+    /// Counts one acknowledged record; false if it belongs to no pending
+    /// message (its partition was re-read since).
+    pub fn ack(&mut self, tag: Tag) -> bool {
+        let Some(Some(p)) = self.slots.get_mut(tag.slot() as usize) else {
+            return false;
+        };
+        match p.pending.binary_search_by_key(&tag.offset(), |e| e.0) {
+            Ok(i) if p.pending[i].1 > 0 => {
+                p.pending[i].1 -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Pops every fully acknowledged prefix and calls `store(topic,
+    /// partition, last offset, messages)` once per partition that moved.
+    pub fn advance(&mut self, mut store: impl FnMut(&str, i32, i64, u64)) {
+        for p in self.slots.iter_mut().flatten() {
+            let mut last = None;
+            let mut n = 0;
+            while let Some(&(offset, 0)) = p.pending.front() {
+                p.pending.pop_front();
+                last = Some(offset);
+                n += 1;
+            }
+            if let Some(last) = last {
+                store(&p.topic, p.partition, last, n);
+            }
+        }
+    }
+
+    /// Input messages still waiting for acknowledgements.
+    pub fn outstanding(&self) -> usize {
+        self.slots.iter().flatten().map(|p| p.pending.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(ledger: &mut Ledger) -> Vec<(String, i32, i64, u64)> {
+        let mut out = Vec::new();
+        ledger.advance(|t, p, o, n| out.push((t.to_string(), p, o, n)));
+        out
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        let t = Tag::new(65_535, (1 << 47) - 1, true);
+        assert_eq!(
+            (t.slot(), t.offset(), t.dead_letter()),
+            (65_535, (1 << 47) - 1, true)
+        );
+        let t = Tag::new(3, 42, false);
+        assert_eq!((t.slot(), t.offset(), t.dead_letter()), (3, 42, false));
+    }
+
+    #[test]
+    fn an_offset_is_stored_only_after_it_and_all_before_it_are_acknowledged() {
+        let mut l = Ledger::default();
+        let s = l.slot("in", 0, 10);
+        l.push(s, 10, 2);
+        l.push(s, 11, 1);
+        l.push(s, 12, 0); // filtered out: nothing to wait for
+        assert!(l.ack(Tag::new(s, 11, false)));
+        assert_eq!(stored(&mut l), vec![]);
+        assert!(l.ack(Tag::new(s, 10, false)));
+        assert_eq!(stored(&mut l), vec![]);
+        assert!(l.ack(Tag::new(s, 10, true)));
+        assert_eq!(stored(&mut l), vec![("in".into(), 0, 12, 3)]);
+        assert_eq!(l.outstanding(), 0);
+    }
+
+    #[test]
+    fn partitions_advance_independently() {
+        let mut l = Ledger::default();
+        let a = l.slot("in", 0, 0);
+        let b = l.slot("in", 1, 0);
+        l.push(a, 0, 1);
+        l.push(b, 0, 1);
+        l.ack(Tag::new(b, 0, false));
+        assert_eq!(stored(&mut l), vec![("in".into(), 1, 0, 1)]);
+        assert_eq!(l.outstanding(), 1);
+    }
+
+    #[test]
+    fn a_reread_partition_ignores_acknowledgements_of_its_old_entries() {
+        let mut l = Ledger::default();
+        let old = l.slot("in", 0, 5);
+        l.push(old, 5, 1);
+        l.push(old, 6, 1);
+        // A rebalance hands the partition back from the last commit.
+        let new = l.slot("in", 0, 5);
+        assert_ne!(old, new);
+        l.push(new, 5, 1);
+        assert!(!l.ack(Tag::new(old, 5, false)));
+        assert_eq!(stored(&mut l), vec![]);
+        assert!(l.ack(Tag::new(new, 5, false)));
+        assert_eq!(stored(&mut l), vec![("in".into(), 0, 5, 1)]);
+    }
+
+    #[test]
+    fn a_duplicate_acknowledgement_is_not_counted_twice() {
+        let mut l = Ledger::default();
+        let s = l.slot("in", 0, 0);
+        l.push(s, 0, 1);
+        l.push(s, 1, 1);
+        assert!(l.ack(Tag::new(s, 0, false)));
+        assert!(!l.ack(Tag::new(s, 0, false)));
+        assert_eq!(stored(&mut l), vec![("in".into(), 0, 0, 1)]);
     }
 }

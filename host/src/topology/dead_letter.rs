@@ -14,6 +14,8 @@ pub const SOURCE_OFFSET: &str = "weir.source.offset";
 
 /// The value of `weir.error.kind` for a message the plugin rejected.
 pub const KIND_PLUGIN_ERROR: &str = "plugin_error";
+/// An output the broker refuses outright (larger than the topic allows).
+pub const KIND_OUTPUT_LIMIT: &str = "output_limit";
 
 /// The original headers followed by weir's.
 pub fn headers(

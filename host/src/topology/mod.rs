@@ -2,8 +2,8 @@
 //!
 //! [`Topology::build`] does everything that can fail (loading and
 //! initialising plugins, creating consumers) before anything runs, so a bad
-//! pipeline never starts half-way; [`Topology::start`] then spawns one task
-//! per stage.
+//! pipeline never starts half-way; [`Topology::start`] then runs each stage
+//! on a thread of its own.
 
 mod ack;
 mod dead_letter;
@@ -12,9 +12,8 @@ mod stage;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rdkafka::producer::FutureProducer;
 use serde::Serialize;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PipelineConfig, StageConfig};
@@ -55,9 +54,9 @@ pub struct Topology {
     stages: Vec<Stage>,
 }
 
-/// Stages running, each as a task.
+/// Stages running, each on its own thread.
 pub struct RunningTopology {
-    tasks: Vec<(String, JoinHandle<Result<(), TopologyError>>)>,
+    tasks: Vec<(String, oneshot::Receiver<Result<(), TopologyError>>)>,
     pub stages: Vec<StageInfo>,
 }
 
@@ -78,7 +77,6 @@ impl Topology {
         config: &PipelineConfig,
         runtime: &Arc<Runtime>,
         clients: &KafkaClients,
-        producer: &FutureProducer,
     ) -> Result<Self, TopologyError> {
         let mut stages = Vec::new();
         for sc in &config.stages {
@@ -89,14 +87,17 @@ impl Topology {
             let instance = runtime.instantiate(&plugin, &ctx)?;
             let group = config.kafka.consumer_group(&sc.name);
             let consumer = clients.consumer(&group)?;
+            // A producer per stage: its delivery reports go straight to the
+            // stage that waits for them.
+            let producer = clients.producer(ack::Deliveries::default())?;
             stages.push(Stage::new(
                 sc.clone(),
                 ctx,
                 runtime.clone(),
                 plugin,
                 instance,
-                Arc::new(consumer),
-                producer.clone(),
+                consumer,
+                producer,
             ));
         }
         Ok(Topology { stages })
@@ -109,7 +110,20 @@ impl Topology {
             infos.push(stage.info());
             stage.subscribe()?;
             let name = stage.name().to_string();
-            tasks.push((name, tokio::spawn(stage.run(shutdown.clone()))));
+            let (done_tx, done_rx) = oneshot::channel();
+            let shutdown = shutdown.clone();
+            std::thread::Builder::new()
+                .name(format!("weir-stage-{name}"))
+                .spawn(move || {
+                    // If the stage panics, the sender drops and `wait`
+                    // reports it.
+                    let _ = done_tx.send(stage.run(shutdown));
+                })
+                .map_err(|e| TopologyError::StageFailed {
+                    stage: name.clone(),
+                    reason: format!("cannot start its thread: {e}"),
+                })?;
+            tasks.push((name, done_rx));
         }
         Ok(RunningTopology {
             tasks,
@@ -126,9 +140,9 @@ impl RunningTopology {
         for (name, task) in self.tasks {
             let result = match task.await {
                 Ok(r) => r,
-                Err(e) => Err(TopologyError::StageFailed {
+                Err(_) => Err(TopologyError::StageFailed {
                     stage: name.clone(),
-                    reason: e.to_string(),
+                    reason: "its thread panicked".into(),
                 }),
             };
             if let Err(e) = result {

@@ -1,40 +1,57 @@
-//! One stage: consume a batch, run the plugin, publish what it returns,
-//! hand the deliveries to the ack task.
+//! One stage: a thread that consumes a batch, runs the plugin on it,
+//! publishes what it returns and stores the offsets the broker has
+//! acknowledged everything for.
+//!
+//! The hot loop is synchronous on purpose. librdkafka already does its
+//! network I/O on its own threads; a stage thread that polls, calls the
+//! plugin in place and enqueues records keeps the per-message cost to what
+//! a hand-written rdkafka loop pays, with no task hand-off, channel or
+//! future per message (the benchmark's B1 rung is that loop).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ack::{self, Pending, Sent};
+use super::ack::{Deliveries, Delivery, Ledger, Tag};
 use super::{StageInfo, TopologyError, dead_letter};
 use crate::config::StageConfig;
 use crate::kafka::KafkaError;
 use crate::metrics::StageMetrics;
 use crate::wasm::{
-    BatchBuilder, CallError, Instance, Plugin, Runtime, StageContext, ValidatedResult,
+    BatchBuilder, BatchResult, CallError, CallErrorKind, Instance, Plugin, Runtime, StageContext,
+    ValidatedResult,
 };
 
-/// How many batches' deliveries may await acknowledgement at once.
-const ACK_QUEUE: usize = 64;
+/// How long a poll waits for the first message of a batch before the loop
+/// looks at acknowledgements and the shutdown signal again.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// How long a clean stop waits for the broker to acknowledge what is in
+/// flight. Whatever is still unacknowledged then is not committed, so it is
+/// consumed again after a restart.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+pub type StageProducer = ThreadedProducer<Deliveries>;
 
 pub struct Stage {
     config: StageConfig,
     ctx: StageContext,
     runtime: Arc<Runtime>,
     plugin: Arc<Plugin>,
-    /// The idle instance. Behind a mutex only so that `&Stage` is `Sync`
-    /// (wasmtime stores are `Send` but not `Sync`); it is never contended.
-    instance: std::sync::Mutex<Option<Instance>>,
-    consumer: Arc<StreamConsumer>,
-    producer: FutureProducer,
+    /// The live instance; `None` after a failed call, until the next call
+    /// makes a fresh one.
+    instance: Option<Instance>,
+    consumer: Arc<BaseConsumer>,
+    producer: StageProducer,
     /// Output topics, indexed like `ctx.outputs`.
     topics: Vec<String>,
     metrics: Arc<StageMetrics>,
@@ -46,6 +63,17 @@ enum Fate<'r> {
     Failed { kind: &'static str, reason: String },
 }
 
+/// A record the broker refused, waiting to be sent again.
+struct Retry {
+    due: Instant,
+    backoff: Duration,
+    tag: Tag,
+    record: OwnedMessage,
+}
+
+/// The stage is stopping and a record could not be enqueued.
+struct Stopping;
+
 impl Stage {
     pub(super) fn new(
         config: StageConfig,
@@ -53,8 +81,8 @@ impl Stage {
         runtime: Arc<Runtime>,
         plugin: Arc<Plugin>,
         instance: Instance,
-        consumer: Arc<StreamConsumer>,
-        producer: FutureProducer,
+        consumer: BaseConsumer,
+        producer: StageProducer,
     ) -> Self {
         let topics = ctx
             .outputs
@@ -67,8 +95,8 @@ impl Stage {
             ctx,
             runtime,
             plugin,
-            instance: std::sync::Mutex::new(Some(instance)),
-            consumer,
+            instance: Some(instance),
+            consumer: Arc::new(consumer),
             producer,
             topics,
             metrics,
@@ -103,106 +131,106 @@ impl Stage {
         })
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), TopologyError> {
-        let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
-        let acker = tokio::spawn(ack::run(
-            self.config.name.clone(),
-            ack_rx,
-            self.consumer.clone(),
-            self.producer.clone(),
-            self.metrics.clone(),
-        ));
+    /// Runs until `shutdown` fires or the stage fails, then lets what is in
+    /// flight be acknowledged and commits: a clean stop loses nothing and
+    /// repeats nothing.
+    pub fn run(mut self, shutdown: CancellationToken) -> Result<(), TopologyError> {
         let consumer = self.consumer.clone();
+        let mut ledger = Ledger::default();
+        let mut retries = Vec::new();
+        let mut deliveries = Vec::new();
         tracing::info!(stage = self.config.name, inputs = ?self.config.inputs, "stage running");
         let result = loop {
-            let batch = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break Ok(()),
-                batch = self.next_batch(&consumer) => batch,
-            };
-            if let Err(e) = self.handle(batch, &ack_tx).await {
-                break Err(e);
+            if shutdown.is_cancelled() {
+                break Ok(());
             }
+            let batch = self.next_batch(&consumer);
+            if !batch.is_empty() {
+                match self.handle(&batch, &mut ledger, &shutdown) {
+                    Ok(()) => {}
+                    Err(StageError::Stopping) => break Ok(()),
+                    Err(StageError::Failed(e)) => break Err(e),
+                }
+            }
+            drop(batch);
+            self.settle(&mut ledger, &mut retries, &mut deliveries);
         };
-        // Let every delivery in flight be acknowledged and its offset stored,
-        // then commit: a clean stop loses nothing and repeats nothing.
-        drop(ack_tx);
-        let _ = acker.await;
+        self.drain(&mut ledger, &mut retries, &mut deliveries);
         match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Ok(()) | Err(RdKafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => tracing::warn!(stage = self.config.name, error = %e, "final commit failed"),
         }
         tracing::info!(stage = self.config.name, "stage stopped");
         result
     }
 
-    /// Waits for one message, then takes whatever else arrives within
-    /// `max_wait`, up to `max_messages`.
-    async fn next_batch<'c>(&self, consumer: &'c StreamConsumer) -> Vec<BorrowedMessage<'c>> {
+    /// Waits up to [`IDLE_POLL`] for one message, then takes whatever else
+    /// arrives within `max_wait`, up to `max_messages`.
+    fn next_batch<'c>(&self, consumer: &'c BaseConsumer) -> Vec<BorrowedMessage<'c>> {
         let max = self.config.batch.max_messages;
-        let mut batch = Vec::with_capacity(max.min(1024));
-        loop {
-            match consumer.recv().await {
-                Ok(m) => {
-                    batch.push(m);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(stage = self.config.name, error = %e, "consume error");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-        let deadline = tokio::time::Instant::now() + self.config.batch.max_wait;
+        let mut batch = Vec::new();
+        let Some(first) = self.poll(consumer, IDLE_POLL) else {
+            return batch;
+        };
+        batch.reserve(max.min(1024));
+        batch.push(first);
+        let deadline = Instant::now() + self.config.batch.max_wait;
         while batch.len() < max {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m),
-                Ok(Err(e)) => {
-                    tracing::warn!(stage = self.config.name, error = %e, "consume error");
-                    break;
-                }
-                Err(_elapsed) => break,
+            // Messages already fetched come back without waiting.
+            if let Some(m) = self.poll(consumer, Duration::ZERO) {
+                batch.push(m);
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.poll(consumer, deadline - now) {
+                Some(m) => batch.push(m),
+                None => break,
             }
         }
         batch
     }
 
-    async fn handle(
+    fn poll<'c>(
+        &self,
+        consumer: &'c BaseConsumer,
+        timeout: Duration,
+    ) -> Option<BorrowedMessage<'c>> {
+        match consumer.poll(timeout)? {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(stage = self.config.name, error = %e, "consume error");
+                None
+            }
+        }
+    }
+
+    fn handle(
         &mut self,
-        messages: Vec<BorrowedMessage<'_>>,
-        ack_tx: &mpsc::Sender<Pending>,
-    ) -> Result<(), TopologyError> {
+        messages: &[BorrowedMessage<'_>],
+        ledger: &mut Ledger,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StageError> {
         StageMetrics::add(&self.metrics.consumed, messages.len() as u64);
         StageMetrics::add(&self.metrics.batches, 1);
         // A plugin call sees one partition at a time, so its state scope is
         // unambiguous; order within each partition is kept.
         let mut groups: BTreeMap<(&str, i32), Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
-        for m in &messages {
+        for m in messages {
             groups
                 .entry((m.topic(), m.partition()))
                 .or_default()
                 .push(m);
         }
         for ((topic, partition), group) in groups {
-            let results = self.process(topic, partition, &group).await;
+            let slot = ledger.slot(topic, partition, group[0].offset());
+            let results = self.process(topic, partition, &group);
             let fates = fates(&results, group.len());
-            let mut deliveries = Vec::with_capacity(group.len());
             for (m, fate) in group.iter().zip(fates) {
-                self.publish(m, fate, &mut deliveries).await;
-            }
-            let pending = Pending {
-                topic: topic.to_string(),
-                partition,
-                last_offset: group.last().map_or(0, |m| m.offset()),
-                inputs: group.len() as u64,
-                deliveries,
-            };
-            if ack_tx.send(pending).await.is_err() {
-                return Err(TopologyError::StageFailed {
-                    stage: self.config.name.clone(),
-                    reason: "the acknowledgement task stopped".into(),
-                });
+                let sent = self.publish(m, fate, slot, shutdown)?;
+                ledger.push(slot, m.offset(), sent);
             }
         }
         Ok(())
@@ -211,12 +239,7 @@ impl Stage {
     /// Runs the plugin on one partition's messages. If the call fails the
     /// instance is replaced and the messages are retried one at a time, so
     /// only a message that fails on its own is dead-lettered.
-    async fn process(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        group: &[&BorrowedMessage<'_>],
-    ) -> Results {
+    fn process(&mut self, topic: &str, partition: i32, group: &[&BorrowedMessage<'_>]) -> Results {
         let bytes: usize = group
             .iter()
             .map(|m| m.payload_len() + m.key().map_or(0, <[u8]>::len) + 64)
@@ -225,7 +248,7 @@ impl Stage {
         for m in group {
             push(&mut builder, m);
         }
-        match self.call(builder).await {
+        match self.call(&builder) {
             Ok(result) => {
                 Results::Batch(ValidatedResult::new(result, group.len(), self.topics.len()))
             }
@@ -235,7 +258,7 @@ impl Stage {
                 for m in group {
                     let mut one = BatchBuilder::new(topic, partition, 1, m.payload_len() + 64);
                     push(&mut one, m);
-                    singles.push(match self.call(one).await {
+                    singles.push(match self.call(&one) {
                         Ok(r) => Ok(ValidatedResult::new(r, 1, self.topics.len())),
                         Err(e) => {
                             self.note_failure(&e);
@@ -251,21 +274,16 @@ impl Stage {
 
     fn note_failure(&self, e: &CallError) {
         let counter = match e.kind {
-            crate::wasm::CallErrorKind::Timeout => &self.metrics.timeouts,
+            CallErrorKind::Timeout => &self.metrics.timeouts,
             _ => &self.metrics.traps,
         };
         StageMetrics::add(counter, 1);
     }
 
-    /// One plugin call on a blocking thread, with a fresh instance if the
-    /// last call failed.
-    async fn call(&mut self, builder: BatchBuilder) -> Result<crate::wasm::BatchResult, CallError> {
-        let idle = self
-            .instance
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let instance = match idle {
+    /// One plugin call, on a fresh instance if the last call failed. After
+    /// a failure the instance's memory may be inconsistent, so it is dropped.
+    fn call(&mut self, builder: &BatchBuilder) -> Result<BatchResult, CallError> {
+        let mut instance = match self.instance.take() {
             Some(i) => i,
             None => {
                 StageMetrics::add(&self.metrics.instance_restarts, 1);
@@ -273,45 +291,33 @@ impl Stage {
                     .instantiate(&self.plugin, &self.ctx)
                     .map_err(|e| CallError {
                         stage: self.config.name.clone(),
-                        kind: crate::wasm::CallErrorKind::Trap,
+                        kind: CallErrorKind::Trap,
                         message: e.to_string(),
                     })?
             }
         };
-        let batch = builder.into_batch();
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut instance = instance;
-            let result = instance.process(&batch);
-            (instance, result)
-        })
-        .await;
-        match joined {
-            Ok((instance, Ok(result))) => {
-                *self.instance.lock().unwrap_or_else(|e| e.into_inner()) = Some(instance);
-                Ok(result)
-            }
-            // After a trap the instance's memory may be inconsistent: drop it.
-            Ok((_instance, Err(e))) => Err(e),
-            Err(join) => Err(CallError {
-                stage: self.config.name.clone(),
-                kind: crate::wasm::CallErrorKind::Trap,
-                message: format!("plugin call panicked in the host: {join}"),
-            }),
-        }
+        let result = instance.process(builder.batch())?;
+        self.instance = Some(instance);
+        Ok(result)
     }
 
-    async fn publish(
+    /// Enqueues the records of one input message; returns how many.
+    fn publish(
         &self,
         m: &BorrowedMessage<'_>,
         fate: Fate<'_>,
-        deliveries: &mut Vec<(Sent, DeliveryFuture)>,
-    ) {
+        slot: u32,
+        shutdown: &CancellationToken,
+    ) -> Result<u32, StageError> {
         let timestamp = m.timestamp().to_millis();
-        match fate {
+        let tag = Tag::new(slot, m.offset(), false);
+        let (kind, reason) = match fate {
             Fate::Processed(result, i) => match result.outcome(i) {
                 Ok(outputs) => {
+                    let mut sent = 0;
                     for o in outputs {
-                        let mut record = FutureRecord::to(&self.topics[o.target]);
+                        let mut record =
+                            BaseRecord::with_opaque_to(&self.topics[o.target], tag.word());
                         if let Some(key) = o.key.or_else(|| m.key()) {
                             record = record.key(key);
                         }
@@ -332,28 +338,48 @@ impl Stage {
                             }
                             record = record.headers(owned);
                         }
-                        deliveries.push((Sent::Output, self.send(record).await));
+                        match self.send(record, shutdown)? {
+                            Ok(()) => sent += 1,
+                            // The broker will never take this record (too
+                            // large, say): the input goes to the dead-letter
+                            // topic instead, so it is neither lost nor stuck.
+                            Err(e) => {
+                                let reason = format!(
+                                    "cannot publish output to {}: {e}",
+                                    self.topics[o.target]
+                                );
+                                return Ok(sent
+                                    + self.dead_letter(
+                                        m,
+                                        dead_letter::KIND_OUTPUT_LIMIT,
+                                        &reason,
+                                        slot,
+                                        shutdown,
+                                    )?);
+                            }
+                        }
                     }
+                    return Ok(sent);
                 }
-                Err(reason) => {
-                    let reason = reason.to_string();
-                    self.dead_letter(m, dead_letter::KIND_PLUGIN_ERROR, &reason, deliveries)
-                        .await
-                }
+                Err(reason) => (dead_letter::KIND_PLUGIN_ERROR, reason.to_string()),
             },
-            Fate::Failed { kind, reason } => self.dead_letter(m, kind, &reason, deliveries).await,
-        }
+            Fate::Failed { kind, reason } => (kind, reason),
+        };
+        self.dead_letter(m, kind, &reason, slot, shutdown)
     }
 
-    async fn dead_letter(
+    fn dead_letter(
         &self,
         m: &BorrowedMessage<'_>,
         kind: &str,
         reason: &str,
-        deliveries: &mut Vec<(Sent, DeliveryFuture)>,
-    ) {
+        slot: u32,
+        shutdown: &CancellationToken,
+    ) -> Result<u32, StageError> {
         let headers = dead_letter::headers(m, &self.config.name, &self.plugin.digest, kind, reason);
-        let mut record = FutureRecord::to(&self.config.dead_letter).headers(headers);
+        let tag = Tag::new(slot, m.offset(), true);
+        let mut record =
+            BaseRecord::with_opaque_to(&self.config.dead_letter, tag.word()).headers(headers);
         if let Some(key) = m.key() {
             record = record.key(key);
         }
@@ -363,26 +389,144 @@ impl Stage {
         if let Some(ts) = m.timestamp().to_millis() {
             record = record.timestamp(ts);
         }
-        deliveries.push((Sent::DeadLetter, self.send(record).await));
+        match self.send(record, shutdown)? {
+            Ok(()) => Ok(1),
+            // Nothing is committed past this message; stopping the stage is
+            // the only way not to lose it.
+            Err(e) => Err(StageError::Failed(TopologyError::StageFailed {
+                stage: self.config.name.clone(),
+                reason: format!(
+                    "cannot dead-letter {}/{}@{} to {}: {e}",
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    self.config.dead_letter
+                ),
+            })),
+        }
     }
 
-    /// Enqueues a record, waiting while the producer's queue is full.
-    async fn send(&self, mut record: FutureRecord<'_, [u8], [u8]>) -> DeliveryFuture {
+    /// Enqueues a record, waiting while the producer's queue is full. The
+    /// inner error is one the broker would never accept.
+    fn send(
+        &self,
+        mut record: BaseRecord<'_, [u8], [u8], usize>,
+        shutdown: &CancellationToken,
+    ) -> Result<Result<(), RdKafkaError>, Stopping> {
         loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return delivery,
-                Err((e, r)) => {
-                    if !matches!(
-                        e,
-                        rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
-                    ) {
-                        tracing::warn!(stage = self.config.name, error = %e, "cannot enqueue record; retrying");
+            match self.producer.send(record) {
+                Ok(()) => return Ok(Ok(())),
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    if shutdown.is_cancelled() {
+                        return Err(Stopping);
                     }
                     record = r;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Ok(Err(e)),
+            }
+        }
+    }
+
+    /// Applies the broker's acknowledgements, re-sends refused records that
+    /// are due, and stores the offsets that are complete.
+    fn settle(&self, ledger: &mut Ledger, retries: &mut Vec<Retry>, scratch: &mut Vec<Delivery>) {
+        self.producer.context().drain(scratch);
+        for d in scratch.drain(..) {
+            match d.failed {
+                None => {
+                    if ledger.ack(d.tag) {
+                        let counter = if d.tag.dead_letter() {
+                            &self.metrics.dead_lettered
+                        } else {
+                            &self.metrics.emitted
+                        };
+                        StageMetrics::add(counter, 1);
+                    }
+                }
+                Some((error, record)) => {
+                    tracing::warn!(stage = self.config.name, topic = record.topic(), partition = record.partition(), error = %error, "delivery failed; retrying");
+                    retries.push(Retry {
+                        due: Instant::now() + RETRY_BACKOFF_MIN,
+                        backoff: RETRY_BACKOFF_MIN,
+                        tag: d.tag,
+                        record,
+                    });
                 }
             }
         }
+        if !retries.is_empty() {
+            let now = Instant::now();
+            for r in retries.iter_mut().filter(|r| r.due <= now) {
+                let m = &r.record;
+                let mut record =
+                    BaseRecord::with_opaque_to(m.topic(), r.tag.word()).partition(m.partition());
+                if let Some(k) = m.key() {
+                    record = record.key(k);
+                }
+                if let Some(v) = m.payload() {
+                    record = record.payload(v);
+                }
+                if let Some(ts) = m.timestamp().to_millis() {
+                    record = record.timestamp(ts);
+                }
+                if let Some(h) = m.headers() {
+                    record = record.headers(h.clone());
+                }
+                match self.producer.send(record) {
+                    // Sent again: its delivery report decides what's next.
+                    Ok(()) => r.backoff = Duration::ZERO,
+                    Err((e, _)) => {
+                        tracing::warn!(stage = self.config.name, error = %e, "cannot enqueue retry");
+                        r.backoff = (r.backoff * 2).min(RETRY_BACKOFF_MAX);
+                        r.due = now + r.backoff;
+                    }
+                }
+            }
+            retries.retain(|r| r.backoff != Duration::ZERO);
+        }
+        let consumer = &self.consumer;
+        let metrics = &self.metrics;
+        ledger.advance(|topic, partition, last, n| {
+            // librdkafka stores `last + 1`: the next message to read.
+            match consumer.store_offset(topic, partition, last) {
+                Ok(()) => StageMetrics::add(&metrics.committed, n),
+                // Revoked in a rebalance: its new owner re-reads from the
+                // last commit.
+                Err(e) => tracing::debug!(topic, partition, error = %e, "offset not stored"),
+            }
+        });
+    }
+
+    /// On stop: waits for what is in flight, up to [`DRAIN_TIMEOUT`].
+    fn drain(&self, ledger: &mut Ledger, retries: &mut Vec<Retry>, scratch: &mut Vec<Delivery>) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let _ = self.producer.flush(Duration::from_millis(100));
+            self.settle(ledger, retries, scratch);
+            if ledger.outstanding() == 0 && retries.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    stage = self.config.name,
+                    unacknowledged = ledger.outstanding(),
+                    "stopping with messages unacknowledged; they will be consumed again"
+                );
+                return;
+            }
+        }
+    }
+}
+
+enum StageError {
+    Stopping,
+    Failed(TopologyError),
+}
+
+impl From<Stopping> for StageError {
+    fn from(_: Stopping) -> Self {
+        StageError::Stopping
     }
 }
 
