@@ -74,6 +74,12 @@ struct AllArgs {
     python_messages: u64,
     #[arg(long, default_value_t = 10)]
     latency_secs: u64,
+    /// Input rates of the latency runs, as fractions of B1's median rate.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.1])]
+    latency_loads: Vec<f64>,
+    /// Rounds of the throughput rungs (B4 runs in the first only).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     #[arg(long, default_value = "target/criterion")]
     criterion: PathBuf,
     #[arg(long, default_value = "target/bench")]
@@ -115,10 +121,11 @@ fn all(a: &AllArgs) -> Result<()> {
     let topic = |s: &str| format!("bench.{run}.{s}");
     let input = topic("in");
     let dlq = topic("dead-letter");
-    let outputs = ["b0", "b1", "b2", "b3-pass", "b3-f1", "b4"].map(|r| topic(&format!("out.{r}")));
-    let mut all_topics: Vec<(&str, i32)> = vec![(&input, PARTITIONS), (&dlq, 1)];
-    all_topics.extend(outputs.iter().map(|t| (t.as_str(), PARTITIONS)));
-    kafka::create_topics(&a.bootstrap, &all_topics)?;
+    let b0_out = topic("out.b0");
+    kafka::create_topics(
+        &a.bootstrap,
+        &[(&input, PARTITIONS), (&dlq, 1), (&b0_out, PARTITIONS)],
+    )?;
     let watermarks = Watermarks::new(&a.bootstrap)?;
 
     eprintln!(
@@ -144,6 +151,7 @@ fn all(a: &AllArgs) -> Result<()> {
         machine: machine(),
         versions: versions(a),
         messages: a.messages,
+        rounds: a.rounds,
         python_messages: a.python_messages,
         message_bytes: mean_message_bytes(),
         partitions: PARTITIONS,
@@ -159,7 +167,7 @@ fn all(a: &AllArgs) -> Result<()> {
         results.ceiling = Some(broker::measure(
             &a.kafka_sh,
             &a.bootstrap,
-            &outputs[0],
+            &b0_out,
             &input,
             a.messages,
             results.message_bytes,
@@ -191,100 +199,102 @@ fn all(a: &AllArgs) -> Result<()> {
             "",
         ),
     ];
-    for (i, (rung, what, plugin, config)) in rungs.iter().enumerate() {
-        if !wants(rung) {
-            continue;
+    // Rounds interleave the rungs, so that a slow patch of this noisy
+    // machine hits every rung alike; ratios are taken within a round.
+    for round in 1..=a.rounds {
+        eprintln!("round {round} of {}", a.rounds);
+        for (rung, what, plugin, config) in &rungs {
+            if !wants(rung) || (*rung == "b4" && round > 1) {
+                continue;
+            }
+            let output = topic(&format!("out.{rung}.{round}"));
+            kafka::create_topics(&a.bootstrap, &[(&output, PARTITIONS)])?;
+            let group = format!("bench-{run}-{rung}-{round}");
+            let (cmd, target) = match *rung {
+                "b1" | "b2" => {
+                    let mode = if *rung == "b1" { "pass" } else { "f1" };
+                    (
+                        native_cmd(mode, &a.bootstrap, &input, &output, &dlq, &group)?,
+                        a.messages,
+                    )
+                }
+                "b4" => {
+                    let Some(python) = &a.python else {
+                        eprintln!("  B4 skipped: no --python");
+                        continue;
+                    };
+                    let mut cmd = Command::new(python);
+                    cmd.arg(&a.python_script)
+                        .args([&a.bootstrap, &input, &output, &group]);
+                    (cmd, a.python_messages)
+                }
+                _ => {
+                    let toml =
+                        weir_pipeline(&a.bootstrap, &group, &input, &output, &dlq, plugin, config)?;
+                    let file = workdir.join(format!("{rung}.toml"));
+                    std::fs::write(&file, toml)?;
+                    (weir_cmd(&a.weir, &file), a.messages)
+                }
+            };
+            let p = Processor::spawn(rung, cmd, &workdir)?;
+            let mut t =
+                throughput::measure(p, &label(rung), what, &watermarks, &output, target as i64)?;
+            t.round = round;
+            results.throughput.push(t);
         }
-        let output = &outputs[i + 1];
-        let group = format!("bench-{run}-{rung}");
-        let (cmd, target) = match *rung {
-            "b1" | "b2" => {
-                let mode = if *rung == "b1" { "pass" } else { "f1" };
-                (
-                    native_cmd(mode, &a.bootstrap, &input, output, &dlq, &group)?,
-                    a.messages,
-                )
-            }
-            "b4" => {
-                let Some(python) = &a.python else {
-                    eprintln!("  B4 skipped: no --python");
-                    continue;
-                };
-                let mut cmd = Command::new(python);
-                cmd.arg(&a.python_script)
-                    .args([&a.bootstrap, &input, output, &group]);
-                (cmd, a.python_messages)
-            }
-            _ => {
-                let toml =
-                    weir_pipeline(&a.bootstrap, &group, &input, output, &dlq, plugin, config)?;
-                let file = workdir.join(format!("{rung}.toml"));
-                std::fs::write(&file, toml)?;
-                (weir_cmd(&a.weir, &file), a.messages)
-            }
-        };
-        let p = Processor::spawn(rung, cmd, &workdir)?;
-        results.throughput.push(throughput::measure(
-            p,
-            &label(rung),
-            what,
-            &watermarks,
-            output,
-            target as i64,
-        )?);
     }
 
     if wants("latency") {
         let b1 = results
-            .throughput
-            .iter()
-            .find(|t| t.rung == "B1")
-            .context("the latency run needs B1's rate: include b1")?
-            .msgs_per_sec;
-        let rate = (b1 * 0.5).round();
-        for (rung, what, plugin, config) in [
-            ("b1", "native rdkafka loop, copy", Path::new(""), ""),
-            (
-                "b3-pass",
-                "weir, passthrough plugin",
-                passthrough.as_path(),
-                "{}",
-            ),
-            (
-                "b3-f1",
-                "weir, F1 degradation plugin",
-                degradation.as_path(),
-                f1_config,
-            ),
-        ] {
-            let lin = topic(&format!("lat.{rung}.in"));
-            let lout = topic(&format!("lat.{rung}.out"));
-            kafka::create_topics(&a.bootstrap, &[(&lin, PARTITIONS), (&lout, PARTITIONS)])?;
-            let group = format!("bench-{run}-lat-{rung}");
-            let cmd = if rung == "b1" {
-                native_cmd("pass", &a.bootstrap, &lin, &lout, &dlq, &group)?
-            } else {
-                let file = workdir.join(format!("lat-{rung}.toml"));
-                std::fs::write(
-                    &file,
-                    weir_pipeline(&a.bootstrap, &group, &lin, &lout, &dlq, plugin, config)?,
-                )?;
-                weir_cmd(&a.weir, &file)
-            };
-            let p = Processor::spawn(&format!("lat-{rung}"), cmd, &workdir)?;
-            results.latency.push(latency::measure(
-                p,
-                &label(rung),
-                what,
-                &latency::Run {
-                    bootstrap: &a.bootstrap,
-                    input: &lin,
-                    output: &lout,
-                    partitions: PARTITIONS,
-                    rate,
-                    duration: Duration::from_secs(a.latency_secs),
-                },
-            )?);
+            .median_rate("B1")
+            .context("the latency run needs B1's rate: include b1")?;
+        for load in &a.latency_loads {
+            let rate = (b1 * load).round();
+            for (rung, what, plugin, config) in [
+                ("b1", "native rdkafka loop, copy", Path::new(""), ""),
+                (
+                    "b3-pass",
+                    "weir, passthrough plugin",
+                    passthrough.as_path(),
+                    "{}",
+                ),
+                (
+                    "b3-f1",
+                    "weir, F1 degradation plugin",
+                    degradation.as_path(),
+                    f1_config,
+                ),
+            ] {
+                let lin = topic(&format!("lat.{rung}.{load}.in"));
+                let lout = topic(&format!("lat.{rung}.{load}.out"));
+                kafka::create_topics(&a.bootstrap, &[(&lin, PARTITIONS), (&lout, PARTITIONS)])?;
+                let group = format!("bench-{run}-lat-{rung}-{load}");
+                let cmd = if rung == "b1" {
+                    native_cmd("pass", &a.bootstrap, &lin, &lout, &dlq, &group)?
+                } else {
+                    let file = workdir.join(format!("lat-{rung}-{load}.toml"));
+                    std::fs::write(
+                        &file,
+                        weir_pipeline(&a.bootstrap, &group, &lin, &lout, &dlq, plugin, config)?,
+                    )?;
+                    weir_cmd(&a.weir, &file)
+                };
+                let p = Processor::spawn(&format!("lat-{rung}"), cmd, &workdir)?;
+                results.latency.push(latency::measure(
+                    p,
+                    &label(rung),
+                    what,
+                    &latency::Run {
+                        bootstrap: &a.bootstrap,
+                        input: &lin,
+                        output: &lout,
+                        partitions: PARTITIONS,
+                        rate,
+                        duration: Duration::from_secs(a.latency_secs),
+                        load: *load,
+                    },
+                )?);
+            }
         }
     }
 

@@ -54,49 +54,73 @@ pub struct Load<'a> {
 /// Produces `count` telemetry messages, round-robin over the partitions,
 /// and waits until all are acknowledged. Returns the elapsed time.
 pub fn produce(load: &Load<'_>) -> Result<Duration> {
-    let producer: ThreadedProducer<Counting> = producer_config(load.bootstrap)
-        .set("queue.buffering.max.messages", "1000000")
-        .create_with_context(Counting::default())?;
-    let mut generator = Generator::new(load.seed, "bench");
-    let mut value = Vec::with_capacity(512);
-    let start = Instant::now();
-    for i in 0..load.count {
-        if let Some(rate) = load.rate {
-            let due = start + Duration::from_secs_f64(i as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
+    Sender::new(load.bootstrap, load.rate.is_some())?.send(load)
+}
+
+/// A producer kept across loads, so that a timed load does not pay for the
+/// connection and the idempotent producer's id.
+pub struct Sender {
+    producer: ThreadedProducer<Counting>,
+}
+
+impl Sender {
+    /// `paced`: a latency load, where the generator sends each message at
+    /// once (`linger.ms=0`) so that the measured time is the pipeline's,
+    /// not the generator's own batching.
+    pub fn new(bootstrap: &str, paced: bool) -> Result<Self> {
+        let mut config = producer_config(bootstrap);
+        config.set("queue.buffering.max.messages", "1000000");
+        if paced {
+            config.set("linger.ms", "0");
         }
-        let key = generator.next_message(&mut value);
-        let partition = (i % load.partitions as u64) as i32;
-        let mut record = BaseRecord::to(load.topic)
-            .key(key)
-            .payload(value.as_slice())
-            .partition(partition);
-        if load.stamp {
-            record = record.headers(OwnedHeaders::new().insert(Header {
-                key: SENT_HEADER,
-                value: Some(now_us().to_string().as_bytes()),
-            }));
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
+        Ok(Sender {
+            producer: config.create_with_context(Counting::default())?,
+        })
+    }
+
+    pub fn send(&self, load: &Load<'_>) -> Result<Duration> {
+        let producer = &self.producer;
+        let mut generator = Generator::new(load.seed, "bench");
+        let mut value = Vec::with_capacity(512);
+        let start = Instant::now();
+        for i in 0..load.count {
+            if let Some(rate) = load.rate {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
                 }
-                Err((e, _)) => bail!("cannot produce to {}: {e}", load.topic),
+            }
+            let key = generator.next_message(&mut value);
+            let partition = (i % load.partitions as u64) as i32;
+            let mut record = BaseRecord::to(load.topic)
+                .key(key)
+                .payload(value.as_slice())
+                .partition(partition);
+            if load.stamp {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: SENT_HEADER,
+                    value: Some(now_us().to_string().as_bytes()),
+                }));
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => bail!("cannot produce to {}: {e}", load.topic),
+                }
             }
         }
+        producer.flush(Duration::from_secs(120))?;
+        let failed = producer.context().failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            bail!("{failed} messages to {} were not acknowledged", load.topic);
+        }
+        Ok(start.elapsed())
     }
-    producer.flush(Duration::from_secs(120))?;
-    let failed = producer.context().failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        bail!("{failed} messages to {} were not acknowledged", load.topic);
-    }
-    Ok(start.elapsed())
 }
 
 /// The send time carried by a message, if any.

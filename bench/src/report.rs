@@ -16,6 +16,7 @@ pub struct Results {
     pub machine: String,
     pub versions: Vec<(String, String)>,
     pub messages: u64,
+    pub rounds: u32,
     pub python_messages: u64,
     pub message_bytes: usize,
     pub partitions: i32,
@@ -28,25 +29,73 @@ pub struct Results {
     pub seconds: f64,
 }
 
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
 impl Results {
-    fn rate(&self, rung: &str) -> Option<f64> {
-        self.throughput
-            .iter()
-            .find(|t| t.rung == rung)
-            .map(|t| t.msgs_per_sec)
+    fn runs<'a>(&'a self, rung: &'a str) -> impl Iterator<Item = &'a Throughput> + 'a {
+        self.throughput.iter().filter(move |t| t.rung == rung)
+    }
+
+    pub fn median_rate(&self, rung: &str) -> Option<f64> {
+        median(self.runs(rung).map(|t| t.msgs_per_sec).collect())
+    }
+
+    fn rungs(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for t in &self.throughput {
+            if !names.contains(&t.rung.as_str()) {
+                names.push(&t.rung);
+            }
+        }
+        names
+    }
+
+    /// The median over rounds of `a / b` within a round. B4 runs in the
+    /// first round only, so it is compared with that round's `a`.
+    fn ratio(&self, a: &str, b: &str) -> Option<f64> {
+        let per_round: Vec<f64> = self
+            .runs(b)
+            .filter_map(|tb| {
+                let ta = self.runs(a).find(|ta| ta.round == tb.round)?;
+                Some(ta.msgs_per_sec / tb.msgs_per_sec)
+            })
+            .collect();
+        median(per_round)
     }
 
     fn micro(&self, name: &str) -> Option<f64> {
         self.micro.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 
-    /// (ratio, value, target, met)
+    /// (ratio, value, target)
     pub fn ratios(&self) -> Vec<(String, Option<f64>, f64)> {
-        let r = |a: &str, b: &str| Some(self.rate(a)? / self.rate(b)?);
         vec![
-            ("B3 passthrough / B1".into(), r("B3-pass", "B1"), 0.95),
-            ("B3 F1 degradation / B2".into(), r("B3-f1", "B2"), 0.8),
-            ("B3 F1 degradation / B4".into(), r("B3-f1", "B4"), 20.0),
+            (
+                "B3 passthrough / B1".into(),
+                self.ratio("B3-pass", "B1"),
+                0.95,
+            ),
+            (
+                "B3 F1 degradation / B2".into(),
+                self.ratio("B3-f1", "B2"),
+                0.8,
+            ),
+            (
+                "B3 F1 degradation / B4".into(),
+                self.ratio("B3-f1", "B4"),
+                20.0,
+            ),
         ]
     }
 
@@ -59,31 +108,40 @@ impl Results {
         }
         let _ = writeln!(
             s,
-            "- Input: {} F1 telemetry messages of about {} bytes (JSON) in a topic of {} partitions, keyed by car; the Python rung reads the first {}. Every producer: idempotent, `acks=all`, `linger.ms=5`.\n",
-            self.messages, self.message_bytes, self.partitions, self.python_messages
+            "- Input: {} F1 telemetry messages of about {} bytes (JSON) in a topic of {} partitions, keyed by car; the Python rung reads the first {}. {} rounds. Every producer: idempotent, `acks=all`, `linger.ms=5`.\n",
+            self.messages, self.message_bytes, self.partitions, self.python_messages, self.rounds
         );
-        s.push_str("### Throughput\n\n| rung | what | msg/s | CPU-s per M msgs | peak RSS (MiB) |\n|---|---|---:|---:|---:|\n");
+        s.push_str("### Throughput\n\nMedian over the rounds, with the range and the number of runs. CPU is the processor's own (user + system) per million messages.\n\n| rung | what | msg/s | range (runs) | CPU-s per M msgs | peak RSS (MiB) |\n|---|---|---:|---:|---:|---:|\n");
         if let Some(c) = &self.ceiling {
             let _ = writeln!(
                 s,
-                "| B0 | Kafka ProducerPerformance (produce only) | {:.0} | | |",
+                "| B0 | Kafka ProducerPerformance (produce only) | {:.0} | | | |",
                 c.produce_msgs_per_sec
             );
             let _ = writeln!(
                 s,
-                "| B0 | Kafka ConsumerPerformance (consume only) | {:.0} | | |",
+                "| B0 | Kafka ConsumerPerformance (consume only) | {:.0} | | | |",
                 c.consume_msgs_per_sec
             );
         }
-        for t in &self.throughput {
+        for rung in self.rungs() {
+            let runs: Vec<&Throughput> = self.runs(rung).collect();
+            let rates: Vec<f64> = runs.iter().map(|t| t.msgs_per_sec).collect();
+            let (lo, hi) = rates
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {:.1} | {:.1} |",
-                t.rung, t.what, t.msgs_per_sec, t.cpu_s_per_million, t.peak_rss_mib
+                "| {rung} | {} | {:.0} | {lo:.0}-{hi:.0} ({}) | {:.1} | {:.1} |",
+                runs[0].what,
+                median(rates.clone()).unwrap_or(0.0),
+                rates.len(),
+                median(runs.iter().map(|t| t.cpu_s_per_million).collect()).unwrap_or(0.0),
+                runs.iter().map(|t| t.peak_rss_mib).fold(0.0, f64::max),
             );
         }
         s.push_str(
-            "\n### Ratios (same run)\n\n| ratio | value | target | |\n|---|---:|---:|---|\n",
+            "\n### Ratios\n\nEach ratio is taken within a round (the rungs side by side), then the median over the rounds.\n\n| ratio | value | target | |\n|---|---:|---:|---|\n",
         );
         for (name, value, target) in self.ratios() {
             match value {
@@ -97,12 +155,20 @@ impl Results {
             }
         }
         if !self.latency.is_empty() {
-            s.push_str("\n### End-to-end latency at 50% of B1's rate\n\nFrom a send-time header set by the load generator to arrival at a consumer of the output topic: both producers' linger, the broker twice, the processor.\n\n| rung | what | msg/s | samples | p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---:|---:|---:|---:|---:|\n");
+            s.push_str("\n### End-to-end latency\n\nFrom a send-time header set by the load generator (which sends each message at once, `linger.ms=0`) to arrival at a consumer of the output topic: the broker twice, the processor and its producer's linger. The load is a fraction of B1's median rate; the generator and the latency consumer run on the same two cores as the broker and the processor.\n\n| rung | what | load | msg/s asked | msg/s sent | samples | p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
             for l in &self.latency {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} |",
-                    l.rung, l.what, l.rate, l.samples, l.p50_ms, l.p99_ms, l.max_ms
+                    "| {} | {} | {:.0}% | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} |",
+                    l.rung,
+                    l.what,
+                    l.load * 100.0,
+                    l.rate,
+                    l.sent_rate,
+                    l.samples,
+                    l.p50_ms,
+                    l.p99_ms,
+                    l.max_ms
                 );
             }
         }

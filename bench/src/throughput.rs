@@ -12,6 +12,7 @@ use crate::kafka::Watermarks;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
+    pub round: u32,
     pub rung: String,
     pub what: String,
     pub messages: i64,
@@ -55,6 +56,7 @@ pub fn measure(
             let n = (total - n0) as f64;
             let cpu = processor.cpu_seconds()? - cpu0;
             let result = Throughput {
+                round: 0,
                 rung: rung.into(),
                 what: what.into(),
                 messages: total - n0,
