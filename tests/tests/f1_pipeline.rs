@@ -181,6 +181,20 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
             (key.to_string(), value.clone().into_bytes()),
         );
     }
+    // Redeliveries: 50 good messages sent again, as the duplicate fault or
+    // a producer retry would. The degradation stage must analyse each once.
+    let duplicates: Vec<(String, Vec<u8>)> = inputs
+        .iter()
+        .step_by(200)
+        .map(|t| {
+            (
+                t["car_id"].as_str().unwrap().to_string(),
+                t.to_string().into_bytes(),
+            )
+        })
+        .collect();
+    assert_eq!(duplicates.len(), 50);
+    records.extend(duplicates.iter().cloned());
     // Topics are created by weir at start; wait for them before producing.
     eventually("topics to exist", Duration::from_secs(60), || async {
         let ends = end_offsets(&raw);
@@ -193,7 +207,10 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
     .await;
     produce(&raw, &records).await;
     let raw_end = end_offsets(&raw);
-    assert_eq!(raw_end.values().sum::<i64>(), (MESSAGES + bad.len()) as i64);
+    assert_eq!(
+        raw_end.values().sum::<i64>(),
+        (MESSAGES + bad.len() + duplicates.len()) as i64
+    );
 
     // Committed offsets reach the end of the input: every message was
     // processed and everything derived from it acknowledged.

@@ -15,6 +15,9 @@ pub struct Config {
     pub tire_wear_threshold: f64,
     /// `battery_soc` below this while deploying sets `low_battery_on_deploy`.
     pub low_battery_soc: f64,
+    /// A repeat of (`car_id`, `seq`) within this many sequence numbers of
+    /// the car's highest is dropped; 0 turns deduplication off.
+    pub dedup_window: u64,
 }
 
 impl Default for Config {
@@ -24,6 +27,7 @@ impl Default for Config {
             temp_span_c: 35.0,
             tire_wear_threshold: 0.65,
             low_battery_soc: 0.4,
+            dedup_window: 10_000,
         }
     }
 }
@@ -34,6 +38,7 @@ impl Default for Config {
 struct Telemetry<'a> {
     #[serde(borrow)]
     car_id: Option<Cow<'a, str>>,
+    seq: Option<u64>,
     tire_temp_fl: Option<f64>,
     tire_temp_fr: Option<f64>,
     tire_temp_rl: Option<f64>,
@@ -51,6 +56,8 @@ pub const LOW_BATTERY_ON_DEPLOY: &str = "low_battery_on_deploy";
 /// The scored message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Enriched {
+    pub car_id: String,
+    pub seq: Option<u64>,
     pub degradation_score: f64,
     pub fault_flags: Vec<&'static str>,
     /// The input object with both fields added.
@@ -111,6 +118,8 @@ pub fn enrich(input: &[u8], config: &Config) -> Result<Enriched, String> {
         append_fields(input, score, &flags)
     };
     Ok(Enriched {
+        car_id: t.car_id.map(Cow::into_owned).unwrap_or_default(),
+        seq: t.seq,
         degradation_score: score,
         fault_flags: flags,
         json,
