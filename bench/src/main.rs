@@ -174,7 +174,9 @@ fn all(a: &AllArgs) -> Result<()> {
         )?);
     }
 
-    let f1_config = r#"{"baseline_temp_c":80.0,"temp_span_c":35.0,"tire_wear_threshold":0.65,"low_battery_soc":0.4}"#;
+    // Deduplication off: B2 runs the scoring alone, and so must B3 to compare
+    // like with like.
+    let f1_config = r#"{"baseline_temp_c":80.0,"temp_span_c":35.0,"tire_wear_threshold":0.65,"low_battery_soc":0.4,"dedup_window":0}"#;
     let passthrough = a.plugins.join("weir_passthrough.wasm");
     let degradation = a.plugins.join("weir_f1_degradation.wasm");
     let rungs: [(&str, &str, &Path, &str); 5] = [

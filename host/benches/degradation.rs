@@ -46,7 +46,8 @@ fn degradation(c: &mut Criterion) {
     let ctx = StageContext {
         stage: "bench".into(),
         outputs: vec!["default".into()],
-        config_json: "{}".into(),
+        // The native side scores only; so does the plugin here.
+        config_json: r#"{"dedup_window":0}"#.into(),
         call_timeout: Duration::from_secs(10),
         memory_limit: 256 << 20,
     };
