@@ -115,9 +115,20 @@ impl Topology {
             std::thread::Builder::new()
                 .name(format!("weir-stage-{name}"))
                 .spawn(move || {
-                    // If the stage panics, the sender drops and `wait`
-                    // reports it.
-                    let _ = done_tx.send(stage.run(shutdown));
+                    let stage_name = stage.name().to_string();
+                    let run = std::panic::AssertUnwindSafe(|| stage.run(shutdown.clone()));
+                    let result = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                        Err(TopologyError::StageFailed {
+                            stage: stage_name,
+                            reason: "its thread panicked".into(),
+                        })
+                    });
+                    // One failed stage stops the pipeline: the others drain
+                    // and commit rather than run on unwatched.
+                    if result.is_err() {
+                        shutdown.cancel();
+                    }
+                    let _ = done_tx.send(result);
                 })
                 .map_err(|e| TopologyError::StageFailed {
                     stage: name.clone(),
