@@ -2,34 +2,13 @@
 //! into the passthrough component, and validating its result, for several
 //! batch sizes. `cargo bench -p weir --bench boundary`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use weir::metrics::Registry;
-use weir::state::MemoryState;
-use weir::wasm::{BatchBuilder, Runtime, RuntimeOptions, StageContext, ValidatedResult};
+use weir::wasm::{BatchBuilder, ValidatedResult};
+
+mod common;
 
 fn boundary(c: &mut Criterion) {
-    let runtime = Runtime::new(
-        RuntimeOptions::default(),
-        Arc::new(MemoryState::default()),
-        Arc::new(Registry::default()),
-    )
-    .unwrap();
-    let plugin = Arc::new(
-        runtime
-            .load("bench", weir_test_programs::PASSTHROUGH.as_ref())
-            .unwrap(),
-    );
-    let ctx = StageContext {
-        stage: "bench".into(),
-        outputs: vec!["default".into()],
-        config_json: "{}".into(),
-        call_timeout: Duration::from_secs(10),
-        memory_limit: 256 << 20,
-    };
-    let mut instance = runtime.instantiate(&plugin, &ctx).unwrap();
+    let (_runtime, mut instance) = common::instance(weir_test_programs::PASSTHROUGH, "{}");
     let value = vec![b'x'; 200];
 
     let mut group = c.benchmark_group("passthrough_boundary");

@@ -2,13 +2,10 @@
 //! boundary (batch encoding, the call, result validation) against the same
 //! code compiled natively. `cargo bench -p weir --bench degradation`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use weir::metrics::Registry;
-use weir::state::MemoryState;
-use weir::wasm::{BatchBuilder, Runtime, RuntimeOptions, StageContext, ValidatedResult};
+use weir::wasm::{BatchBuilder, ValidatedResult};
+
+mod common;
 
 const BATCH: usize = 256;
 
@@ -32,26 +29,9 @@ fn telemetry(i: usize) -> Vec<u8> {
 
 fn degradation(c: &mut Criterion) {
     let messages: Vec<Vec<u8>> = (0..BATCH).map(telemetry).collect();
-    let runtime = Runtime::new(
-        RuntimeOptions::default(),
-        Arc::new(MemoryState::default()),
-        Arc::new(Registry::default()),
-    )
-    .unwrap();
-    let plugin = Arc::new(
-        runtime
-            .load("bench", weir_test_programs::F1_DEGRADATION.as_ref())
-            .unwrap(),
-    );
-    let ctx = StageContext {
-        stage: "bench".into(),
-        outputs: vec!["default".into()],
-        // The native side scores only; so does the plugin here.
-        config_json: r#"{"dedup_window":0}"#.into(),
-        call_timeout: Duration::from_secs(10),
-        memory_limit: 256 << 20,
-    };
-    let mut instance = runtime.instantiate(&plugin, &ctx).unwrap();
+    // The native side scores only; so does the plugin here.
+    let (_runtime, mut instance) =
+        common::instance(weir_test_programs::F1_DEGRADATION, r#"{"dedup_window":0}"#);
     let config = weir_f1_degradation::Config::default();
 
     let mut group = c.benchmark_group("f1_degradation");

@@ -24,7 +24,9 @@ struct CarWindow {
 
 pub struct Dedup {
     window: u64,
-    cache: HashMap<(i32, String), CarWindow>,
+    /// Per partition, per car: looked up by `&str`, so a message that
+    /// finds its car costs no allocation.
+    cache: HashMap<i32, HashMap<String, CarWindow>>,
 }
 
 fn hi_key(car: &str) -> Vec<u8> {
@@ -50,14 +52,21 @@ impl Dedup {
         if self.window == 0 {
             return true;
         }
-        let w = self
-            .cache
-            .entry((partition, car.to_string()))
-            .or_insert_with(|| CarWindow {
-                hi: state::get(&hi_key(car))
-                    .and_then(|b| Some(u64::from_le_bytes(b.try_into().ok()?))),
-                chunks: HashMap::new(),
-            });
+        let cars = self.cache.entry(partition).or_default();
+        if !cars.contains_key(car) {
+            let hi =
+                state::get(&hi_key(car)).and_then(|b| Some(u64::from_le_bytes(b.try_into().ok()?)));
+            cars.insert(
+                car.to_string(),
+                CarWindow {
+                    hi,
+                    chunks: HashMap::new(),
+                },
+            );
+        }
+        let Some(w) = cars.get_mut(car) else {
+            return true;
+        };
         if let Some(hi) = w.hi
             && seq.saturating_add(self.window) <= hi
         {
