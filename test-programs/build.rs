@@ -15,6 +15,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir_f1_degradation",
     ),
     ("F1_ALERTS", "weir-f1-alerts", "weir_f1_alerts"),
+    ("HOSTILE", "weir-test-hostile", "weir_test_hostile"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";
@@ -22,7 +23,7 @@ const TARGET: &str = "wasm32-wasip2";
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
-    for dir in ["wit", "sdk", "plugins"] {
+    for dir in ["wit", "sdk", "plugins", "test-programs/hostile"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-changed=build.rs");

@@ -159,3 +159,49 @@ fn compiled_plugins_are_cached_on_disk() {
     b.push(0, None, None, Some(b"x"), std::iter::empty());
     assert!(inst.process(b.batch()).is_ok());
 }
+
+#[test]
+fn a_trapped_call_leaves_no_state_behind() {
+    use weir::state::{Scope, StateStore};
+    let state = Arc::new(MemoryState::default());
+    let rt = Runtime::new(
+        RuntimeOptions { cache_dir: None },
+        state.clone(),
+        Arc::new(Registry::default()),
+    )
+    .unwrap();
+    let plugin = Arc::new(
+        rt.load("hostile", weir_test_programs::HOSTILE.as_ref())
+            .unwrap(),
+    );
+    let stage = ctx("hostile", &["default"], "{}");
+    let scope = Scope {
+        stage: "hostile".into(),
+        partition: 2,
+    };
+    let batch = |values: &[&str]| {
+        let mut b = BatchBuilder::new("in", 2, values.len(), 64);
+        for (i, v) in values.iter().enumerate() {
+            b.push(i as i64, None, None, Some(v.as_bytes()), std::iter::empty());
+        }
+        b
+    };
+
+    // `a` is recorded before the panic, in the same call: the write must
+    // not survive, or a retry would find `a` already done.
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    assert!(inst.process(batch(&["a", "panic"]).batch()).is_err());
+    assert_eq!(state.get(&scope, b"seen/a"), None);
+
+    // A call that returns applies its writes, to its partition only.
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    let v = ValidatedResult::new(inst.process(batch(&["a", "b"]).batch()).unwrap(), 2, 1);
+    assert!(v.outcome(0).is_ok() && v.outcome(1).is_ok());
+    assert_eq!(state.get(&scope, b"seen/a").as_deref(), Some(&b"1"[..]));
+    assert_eq!(state.get(&scope, b"seen/b").as_deref(), Some(&b"1"[..]));
+    let other = Scope {
+        stage: "hostile".into(),
+        partition: 0,
+    };
+    assert_eq!(state.get(&other, b"seen/a"), None);
+}

@@ -1,6 +1,7 @@
 //! What a plugin's store holds, and the host side of the `log`, `state` and
 //! `metrics` imports.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmtime::StoreLimits;
@@ -17,6 +18,13 @@ pub struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) scope: Scope,
     pub(crate) state: Arc<dyn StateStore>,
+    /// State writes of the `process` call under way, applied only when it
+    /// returns: a call that traps leaves no trace, so retrying its messages
+    /// on a fresh instance does not find their effects already done.
+    pub(crate) pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Whether a `process` call is under way; during `init` writes go
+    /// straight to the store.
+    pub(crate) in_call: bool,
     pub(crate) metrics: Arc<Registry>,
 }
 
@@ -47,15 +55,50 @@ impl log::Host for HostState {
 
 impl state::Host for HostState {
     fn get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
+        if let Some(written) = self.pending.get(&key) {
+            return written.clone();
+        }
         self.state.get(&self.scope, &key)
     }
 
     fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.state.set(&self.scope, &key, &value)
+        if self.in_call {
+            self.pending.insert(key, Some(value));
+        } else {
+            self.state.set(&self.scope, &key, &value)
+        }
     }
 
     fn delete(&mut self, key: Vec<u8>) {
-        self.state.delete(&self.scope, &key)
+        if self.in_call {
+            self.pending.insert(key, None);
+        } else {
+            self.state.delete(&self.scope, &key)
+        }
+    }
+}
+
+impl HostState {
+    /// Starts buffering state writes for one `process` call.
+    pub(crate) fn begin_call(&mut self) {
+        self.pending.clear();
+        self.in_call = true;
+    }
+
+    /// Ends a `process` call: applies its writes if it returned, drops them
+    /// if it trapped.
+    pub(crate) fn end_call(&mut self, returned: bool) {
+        self.in_call = false;
+        if !returned {
+            self.pending.clear();
+            return;
+        }
+        for (key, value) in self.pending.drain() {
+            match value {
+                Some(value) => self.state.set(&self.scope, &key, &value),
+                None => self.state.delete(&self.scope, &key),
+            }
+        }
     }
 }
 

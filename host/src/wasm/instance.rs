@@ -42,11 +42,15 @@ impl Instance {
     }
 
     /// Runs `process` on one batch; state calls during it see the scope of
-    /// the batch's partition.
+    /// the batch's partition, and its state writes take effect only if it
+    /// returns.
     pub fn process(&mut self, batch: &Batch) -> Result<BatchResult, CallError> {
-        self.store.data_mut().scope.partition = batch.partition;
+        let host = self.store.data_mut();
+        host.scope.partition = batch.partition;
+        host.begin_call();
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = self.bindings.call_process(&mut self.store, batch);
+        self.store.data_mut().end_call(result.is_ok());
         result.map_err(|e| classify(&self.store.data().scope.stage, e))
     }
 }
@@ -99,6 +103,8 @@ impl Runtime {
                 partition: STAGE_SCOPE,
             },
             state: self.state.clone(),
+            pending: Default::default(),
+            in_call: false,
             metrics: self.metrics.clone(),
         };
         let mut store = Store::new(&self.engine, state);
