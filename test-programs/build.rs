@@ -15,6 +15,16 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir_f1_degradation",
     ),
     ("F1_ALERTS", "weir-f1-alerts", "weir_f1_alerts"),
+    (
+        "CAMPUS_INVENTORY",
+        "weir-campus-inventory",
+        "weir_campus_inventory",
+    ),
+    (
+        "ORDER_ANALYTICS",
+        "weir-order-analytics",
+        "weir_order_analytics",
+    ),
     ("HOSTILE", "weir-test-hostile", "weir_test_hostile"),
 ];
 

@@ -64,6 +64,12 @@ impl TestMessage {
         self
     }
 
+    /// The record's timestamp, in milliseconds since the Unix epoch.
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp_ms = ms;
+        self
+    }
+
     pub fn partition(mut self, partition: i32) -> Self {
         self.partition = partition;
         self

@@ -151,6 +151,9 @@ pub struct TopicConfig {
     /// When set, the topic is created at start if missing.
     pub partitions: Option<i32>,
     pub replication_factor: i32,
+    /// Topic-level settings (`cleanup.policy`, `retention.ms`, ...) used
+    /// when weir creates the topic; an existing topic is left as it is.
+    pub config: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,6 +43,7 @@ pub(super) struct RawTopic {
     pub(super) name: Spanned<String>,
     pub(super) partitions: Option<Spanned<i64>>,
     pub(super) replication_factor: Option<Spanned<i64>>,
+    pub(super) config: Option<BTreeMap<String, Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

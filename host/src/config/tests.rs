@@ -67,6 +67,7 @@ replication_factor = 3
 
 [[topic]]
 name = "{prefix}.telemetry.dead-letter"
+config = { "retention.ms" = "604800000" }
 
 [[stage]]
 name = "degradation"
@@ -118,16 +119,19 @@ fn full_file_parses_to_the_expected_model() {
                 name: "dev.telemetry.raw".into(),
                 partitions: Some(3),
                 replication_factor: 1,
+                config: BTreeMap::new(),
             },
             TopicConfig {
                 name: "dev.telemetry.analytics".into(),
                 partitions: None,
                 replication_factor: 3,
+                config: BTreeMap::new(),
             },
             TopicConfig {
                 name: "dev.telemetry.dead-letter".into(),
                 partitions: None,
                 replication_factor: 1,
+                config: BTreeMap::from([("retention.ms".into(), "604800000".into())]),
             },
         ],
         stages: vec![

@@ -335,6 +335,12 @@ impl Topics {
                 replication_factor: replication_factor
                     .and_then(|r| i32::try_from(r).ok())
                     .unwrap_or(1),
+                config: raw
+                    .config
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                    .collect(),
             });
         }
         topics

@@ -33,10 +33,9 @@ pub async fn ensure_topics(
         .filter(|t| !existing.contains(t.name.as_str()))
     {
         match t.partitions {
-            Some(p) => new.push(NewTopic::new(
-                &t.name,
-                p,
-                TopicReplication::Fixed(t.replication_factor),
+            Some(p) => new.push(t.config.iter().fold(
+                NewTopic::new(&t.name, p, TopicReplication::Fixed(t.replication_factor)),
+                |topic, (k, v)| topic.set(k, v),
             )),
             None => {
                 return Err(KafkaError::MissingTopic {

@@ -1,0 +1,273 @@
+//! Order analytics for campus food ordering (seed 002). Counts `OrderPlaced`,
+//! `InventoryReserved` and `InventoryFailed` events once each (by `eventId`)
+//! in keyed state, and publishes the running numbers as a table: after each
+//! counted event, the record keyed `totals` and, for an order, the record
+//! keyed `minute/{YYYY-MM-DDTHH:MM}` of its minute. A compacted output topic
+//! then holds the latest of each.
+//!
+//! The numbers are global, so this stage reads a single-partition topic that
+//! both event topics are routed into (README.md explains the design).
+
+use serde::{Deserialize, Serialize};
+use weir_campus_events::time::minute_bucket;
+use weir_campus_events::{EventHeader, INVENTORY_FAILED, INVENTORY_RESERVED, ORDER_PLACED};
+use weir_plugin::{Emitter, InitContext, Message, OutputId, Processor, export_processor};
+use weir_plugin::{metrics, state};
+
+/// `[stage.config]` of the order-analytics stage: nothing to set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}
+
+/// The bucket of an order whose `createdAt` is missing or not a date-time.
+pub const UNKNOWN_MINUTE: &str = "unknown";
+
+/// The counters, kept in state under `totals` as three u64 (little endian).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub total_orders: u64,
+    pub total_reservations: u64,
+    pub failed_reservations: u64,
+}
+
+/// The `totals` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub total_orders: u64,
+    /// Reservation answers: `InventoryReserved` plus `InventoryFailed`.
+    pub total_reservations: u64,
+    pub failed_reservations: u64,
+    /// failed / total reservation answers, to 4 decimals; 0 when none.
+    pub failure_rate: f64,
+}
+
+/// A `minute/{bucket}` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinuteOrders {
+    pub minute: String,
+    pub orders: u64,
+}
+
+impl Counts {
+    fn decode(bytes: &[u8]) -> Counts {
+        let word = |i: usize| {
+            bytes
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        Counts {
+            total_orders: word(0),
+            total_reservations: word(1),
+            failed_reservations: word(2),
+        }
+    }
+
+    fn encode(&self) -> [u8; 24] {
+        let mut out = [0; 24];
+        out[..8].copy_from_slice(&self.total_orders.to_le_bytes());
+        out[8..16].copy_from_slice(&self.total_reservations.to_le_bytes());
+        out[16..].copy_from_slice(&self.failed_reservations.to_le_bytes());
+        out
+    }
+
+    pub fn totals(&self) -> Totals {
+        let failure_rate = if self.total_reservations == 0 {
+            0.0
+        } else {
+            let rate = self.failed_reservations as f64 / self.total_reservations as f64;
+            (rate * 10_000.0).round() / 10_000.0
+        };
+        Totals {
+            total_orders: self.total_orders,
+            total_reservations: self.total_reservations,
+            failed_reservations: self.failed_reservations,
+            failure_rate,
+        }
+    }
+}
+
+const TOTALS: &[u8] = b"totals";
+
+fn u64_at(key: &[u8]) -> u64 {
+    state::get(key)
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+pub struct OrderAnalytics {
+    out: OutputId,
+}
+
+impl Processor for OrderAnalytics {
+    fn init(ctx: &InitContext) -> Result<Self, String> {
+        let _: Config = ctx.config()?;
+        Ok(OrderAnalytics {
+            out: ctx.output("default")?,
+        })
+    }
+
+    fn process(&mut self, msg: &Message<'_>, out: &mut Emitter<'_>) -> Result<(), String> {
+        if msg.partition() != 0 {
+            return Err(format!(
+                "event on partition {} of {}: order analytics keeps global counts \
+                 and must read a single-partition topic",
+                msg.partition(),
+                msg.topic()
+            ));
+        }
+        let event: EventHeader = msg.json()?;
+        if event.event_id.is_empty() {
+            return Err("eventId is empty".into());
+        }
+        let mut counts = Counts::decode(&state::get(TOTALS).unwrap_or_default());
+        let mut minute = None;
+        match event.event_type.as_str() {
+            ORDER_PLACED => {
+                counts.total_orders += 1;
+                minute = Some(
+                    event
+                        .created_at
+                        .as_deref()
+                        .and_then(minute_bucket)
+                        .unwrap_or_else(|| UNKNOWN_MINUTE.to_string()),
+                );
+            }
+            INVENTORY_RESERVED => counts.total_reservations += 1,
+            INVENTORY_FAILED => {
+                counts.total_reservations += 1;
+                counts.failed_reservations += 1;
+            }
+            other => return Err(format!("unknown eventType {other:?}")),
+        }
+        // Idempotent by event id: a redelivered or replayed event counts once.
+        let seen = [b"event/", event.event_id.as_bytes()].concat();
+        if state::get(&seen).is_some() {
+            metrics::counter_add("duplicate_events", &[], 1);
+            return Ok(());
+        }
+        state::set(&seen, &[]);
+        state::set(TOTALS, &counts.encode());
+        out.emit_json(self.out, &counts.totals())?.key(TOTALS);
+        if let Some(minute) = minute {
+            let key = format!("minute/{minute}");
+            let orders = u64_at(key.as_bytes()) + 1;
+            state::set(key.as_bytes(), &orders.to_le_bytes());
+            out.emit_json(self.out, &MinuteOrders { minute, orders })?
+                .key(key.as_bytes());
+        }
+        Ok(())
+    }
+}
+
+export_processor!(OrderAnalytics);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use weir_plugin::testing::{Harness, TestMessage, TestOutput, counter};
+
+    fn event(id: &str, kind: &str, created_at: &str) -> TestMessage {
+        TestMessage::json(&json!({
+            "eventId": id, "eventType": kind, "orderId": "o", "createdAt": created_at
+        }))
+    }
+
+    fn harness() -> Harness<OrderAnalytics> {
+        Harness::<OrderAnalytics>::new(&["default"], json!({})).unwrap()
+    }
+
+    fn last_totals(outputs: &[TestOutput]) -> Value {
+        outputs
+            .iter()
+            .rev()
+            .find(|o| o.key.as_deref() == Some(TOTALS))
+            .unwrap()
+            .json()
+    }
+
+    #[test]
+    fn counts_each_event_once() {
+        let mut h = harness();
+        let t = "2026-11-23T10:00:30Z";
+        let results = h.process(&[
+            event("e1", "OrderPlaced", t),
+            event("e2", "OrderPlaced", "2026-11-23T10:01:00Z"),
+            event("r1", "InventoryReserved", t),
+            event("r2", "InventoryFailed", t),
+            event("e1", "OrderPlaced", t),
+            event("e3", "OrderPlaced", "not a time"),
+        ]);
+        let outputs: Vec<TestOutput> = results.into_iter().flat_map(Result::unwrap).collect();
+        assert_eq!(
+            last_totals(&outputs),
+            json!({
+                "total_orders": 3, "total_reservations": 2,
+                "failed_reservations": 1, "failure_rate": 0.5
+            })
+        );
+        assert_eq!(counter("duplicate_events", &[]), 1);
+        let minutes: Vec<Value> = outputs
+            .iter()
+            .filter(|o| o.key.as_deref().is_some_and(|k| k.starts_with(b"minute/")))
+            .map(TestOutput::json)
+            .collect();
+        assert_eq!(
+            minutes,
+            vec![
+                json!({"minute": "2026-11-23T10:00", "orders": 1}),
+                json!({"minute": "2026-11-23T10:01", "orders": 1}),
+                json!({"minute": "unknown", "orders": 1}),
+            ]
+        );
+
+        // A new instance continues from state, and still skips e1.
+        let mut again = harness();
+        assert!(
+            again
+                .process_one(event("e1", "OrderPlaced", t))
+                .unwrap()
+                .is_empty()
+        );
+        let out = again.process_one(event("e4", "OrderPlaced", t)).unwrap();
+        assert_eq!(last_totals(&out)["total_orders"], 4);
+        assert_eq!(
+            out[1].json(),
+            json!({"minute": "2026-11-23T10:00", "orders": 2})
+        );
+    }
+
+    #[test]
+    fn failure_rate_has_four_decimals_and_is_zero_without_answers() {
+        assert_eq!(Counts::default().totals().failure_rate, 0.0);
+        let c = Counts {
+            total_orders: 3,
+            total_reservations: 3,
+            failed_reservations: 1,
+        };
+        assert_eq!(c.totals().failure_rate, 0.3333);
+        assert_eq!(Counts::decode(&c.encode()), c);
+    }
+
+    #[test]
+    fn unknown_or_unreadable_events_are_rejected() {
+        let mut h = harness();
+        let err = h
+            .process_one(event("x", "OrderCancelled", "2026-11-23T10:00:00Z"))
+            .unwrap_err();
+        assert!(err.contains("unknown eventType"), "{err}");
+        assert!(
+            h.process_one(TestMessage::new("{}"))
+                .unwrap_err()
+                .contains("eventId")
+        );
+        let err = h
+            .process_one(event("e", "OrderPlaced", "").partition(2))
+            .unwrap_err();
+        assert!(err.contains("single-partition"), "{err}");
+        // A rejected event is not marked seen.
+        let out = h.process_one(event("x", "OrderPlaced", "")).unwrap();
+        assert_eq!(last_totals(&out)["total_orders"], 1);
+    }
+}
