@@ -1,6 +1,8 @@
 //! Helpers for tests against the real broker that `scripts/test.sh` starts
 //! and names in `WEIR_TEST_KAFKA_BOOTSTRAP`.
 
+pub mod f1;
+
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::Path;
@@ -148,14 +150,29 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
 
 /// The high watermark (end offset) of every partition of `topic`.
 pub fn end_offsets(topic: &str) -> BTreeMap<i32, i64> {
+    try_end_offsets(topic).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`end_offsets`], but an error while the topic is being created
+/// (no metadata yet, no leader yet) is returned rather than a panic, for
+/// [`eventually`].
+pub fn try_end_offsets(topic: &str) -> Result<BTreeMap<i32, i64>, String> {
     let consumer = reader();
-    partitions(&consumer, topic)
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions
         .into_iter()
         .map(|p| {
-            let (_, high) = consumer
+            consumer
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .unwrap();
-            (p, high)
+                .map(|(_, high)| (p, high))
+                .map_err(|e| format!("end of {topic}/{p}: {e}"))
         })
         .collect()
 }
@@ -234,4 +251,67 @@ where
             }
         }
     }
+}
+
+/// Waits until `group` has committed the end of every partition of each of
+/// `topics`, as the ends are now: everything in them was processed and all
+/// that came of it acknowledged. Call it stage by stage, upstream first, so
+/// that a topic's end is final when it is read.
+pub async fn settled(group: &str, topics: &[&str], timeout: Duration) {
+    for topic in topics {
+        let end = end_offsets(topic);
+        eventually(
+            &format!("{group} to commit the end of {topic}"),
+            timeout,
+            || async {
+                let c = committed(group, topic);
+                if c == end {
+                    Ok(())
+                } else {
+                    Err(format!("committed {c:?}, end {end:?}"))
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// The repo's own pipeline.toml, made to run beside other tests on the
+/// shared broker: plugins from the fixtures `weir-test-programs` built, the
+/// admin API on a free port, the F1 topics under `{namespace}-f1` (through
+/// `KAFKA_TOPIC_PREFIX`, as an operator would) and the campus topics, whose
+/// names are fixed, renamed under `namespace`.
+pub fn repo_pipeline(namespace: &str, group: &str) -> PipelineConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut text = std::fs::read_to_string(root.join("pipeline.toml")).unwrap();
+    let fixtures = Path::new(weir_test_programs::PASSTHROUGH).parent().unwrap();
+    let renames = [
+        (
+            "\"target/wasm32-wasip2/release/".to_string(),
+            format!("\"{}/", fixtures.display()),
+        ),
+        (
+            "\"127.0.0.1:8080\"".to_string(),
+            "\"127.0.0.1:0\"".to_string(),
+        ),
+        ("\"orders\"".to_string(), format!("\"{namespace}.orders\"")),
+        (
+            "\"inventory-events\"".to_string(),
+            format!("\"{namespace}.inventory-events\""),
+        ),
+        ("\"campus.".to_string(), format!("\"{namespace}.campus.")),
+    ];
+    for (from, to) in renames {
+        assert!(text.contains(&from), "pipeline.toml no longer has {from}");
+        text = text.replace(&from, &to);
+    }
+    let f1_prefix = format!("{namespace}-f1");
+    pipeline(
+        &text,
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", &bootstrap()),
+            ("KAFKA_TOPIC_PREFIX", &f1_prefix),
+            ("KAFKA_CONSUMER_GROUP", group),
+        ],
+    )
 }

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use weir_integration_tests::*;
 
 const MESSAGES: usize = 10_000;
-const CARS: usize = 4;
 
 fn pipeline_toml() -> String {
     format!(
@@ -58,70 +57,6 @@ degradation_threshold = 0.7
     )
 }
 
-/// A small deterministic generator (xorshift), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.next()
-    }
-}
-
-fn telemetry(n: usize) -> Vec<Value> {
-    let mut rng = Rng(0x5eed_f1f1);
-    let modes = ["deploy", "harvest", "balanced"];
-    (0..n)
-        .map(|i| {
-            let car = i % CARS + 1;
-            let seq = i / CARS;
-            json!({
-                "car_id": format!("CAR-{car}"),
-                "lap": seq / 50 + 1,
-                "seq": seq,
-                "speed_kph": rng.range(90.0, 320.0),
-                "gear": 1 + (rng.next() * 8.0) as u32 % 8,
-                "throttle": rng.range(0.3, 1.0),
-                "brake": rng.next(),
-                "tire_temp_fl": rng.range(70.0, 105.0),
-                "tire_temp_fr": rng.range(70.0, 105.0),
-                "tire_temp_rl": rng.range(70.0, 105.0),
-                "tire_temp_rr": rng.range(70.0, 105.0),
-                "battery_soc": rng.range(0.35, 0.95),
-                "ers_mode": modes[(rng.next() * 3.0) as usize % 3],
-                "track_segment": "straight",
-                "timestamp": "2026-11-23T10:00:00Z",
-                "run_id": "it-run",
-            })
-        })
-        .collect()
-}
-
-/// The rules, restated independently of the plugin.
-fn expected(t: &Value) -> (f64, Vec<&'static str>) {
-    let temps = [
-        "tire_temp_fl",
-        "tire_temp_fr",
-        "tire_temp_rl",
-        "tire_temp_rr",
-    ];
-    let mean: f64 = temps.iter().map(|k| t[k].as_f64().unwrap()).sum::<f64>() / 4.0;
-    let score = (((mean - 80.0) / 35.0).clamp(0.0, 1.0) * 1000.0).round() / 1000.0;
-    let mut flags = Vec::new();
-    if score > 0.65 {
-        flags.push("tire_wear");
-    }
-    if t["battery_soc"].as_f64().unwrap() < 0.4 && t["ers_mode"] == "deploy" {
-        flags.push("low_battery_on_deploy");
-    }
-    (score, flags)
-}
-
 fn header<'a>(m: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a str> {
     m.headers()?
         .iter()
@@ -149,13 +84,7 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
 
     let weir = Weir::start(config);
 
-    // Compare against what a JSON parser reads back from the produced text,
-    // not the generator's f64s: serde_json's default float parsing does not
-    // round-trip every value exactly.
-    let inputs: Vec<Value> = telemetry(MESSAGES)
-        .iter()
-        .map(|t| serde_json::from_str(&t.to_string()).unwrap())
-        .collect();
+    let inputs: Vec<Value> = f1::telemetry(MESSAGES, "it-run");
     let mut records: Vec<(String, Vec<u8>)> = inputs
         .iter()
         .map(|t| {
@@ -197,7 +126,7 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
     records.extend(duplicates.iter().cloned());
     // Topics are created by weir at start; wait for them before producing.
     eventually("topics to exist", Duration::from_secs(60), || async {
-        let ends = end_offsets(&raw);
+        let ends = try_end_offsets(&raw)?;
         if ends.len() == 3 {
             Ok(())
         } else {
@@ -271,17 +200,13 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
         assert_eq!(m.key(), Some(id.0.as_bytes()), "output keeps the input key");
         *seen.entry(id.clone()).or_insert(0) += 1;
         let input = by_id[&id];
-        let (score, flags) = expected(input);
+        let (score, flags) = f1::expected_score(input);
         assert_eq!(v["degradation_score"].as_f64().unwrap(), score, "{v}");
         assert_eq!(v["fault_flags"], json!(flags), "{v}");
         for (k, val) in input.as_object().unwrap() {
             assert_eq!(&v[k], val, "field {k} kept");
         }
-        let mut reasons: Vec<&str> = Vec::new();
-        if score > 0.7 {
-            reasons.push("degradation_high");
-        }
-        reasons.extend(flags);
+        let reasons = f1::expected_reasons(score, &flags);
         if !reasons.is_empty() {
             expected_alerts.insert(id, reasons);
         }
