@@ -9,7 +9,7 @@ pub const CARS: usize = 4;
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -17,7 +17,7 @@ impl Rng {
     }
 
     pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.next()
+        lo + (hi - lo) * self.unit()
     }
 }
 
@@ -37,16 +37,16 @@ pub fn telemetry(n: usize, run_id: &str) -> Vec<Value> {
                 "lap": seq / 50 % 60 + 1,
                 "seq": seq,
                 "speed_kph": rng.range(90.0, 320.0),
-                "gear": 1 + (rng.next() * 8.0) as u32 % 8,
+                "gear": 1 + (rng.unit() * 8.0) as u32 % 8,
                 "throttle": rng.range(0.3, 1.0),
-                "brake": rng.next(),
+                "brake": rng.unit(),
                 "tire_temp_fl": rng.range(70.0, 105.0),
                 "tire_temp_fr": rng.range(70.0, 105.0),
                 "tire_temp_rl": rng.range(70.0, 105.0),
                 "tire_temp_rr": rng.range(70.0, 105.0),
                 "battery_soc": rng.range(0.35, 0.95),
-                "ers_mode": modes[(rng.next() * 3.0) as usize % 3],
-                "track_segment": segments[(rng.next() * 3.0) as usize % 3],
+                "ers_mode": modes[(rng.unit() * 3.0) as usize % 3],
+                "track_segment": segments[(rng.unit() * 3.0) as usize % 3],
                 "timestamp": "2026-11-23T10:00:00Z",
                 "run_id": run_id,
             });
