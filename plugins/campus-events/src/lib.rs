@@ -3,8 +3,6 @@
 //! Field names are the seed's (camelCase), so its producers and consumers
 //! keep working. `docs/schemas.md` has the same in tables.
 
-pub mod time;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -12,8 +12,8 @@ mod reserve;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use weir_campus_events::time::rfc3339_millis;
 use weir_campus_events::{InventoryEvent, ORDER_PLACED, OrderPlaced};
+use weir_plugin::time::format_rfc3339_ms;
 use weir_plugin::{Emitter, InitContext, Message, OutputId, Processor, export_processor};
 use weir_plugin::{metrics, state};
 
@@ -126,7 +126,7 @@ impl Processor for Inventory {
         // record's own timestamp, which also makes a replay byte-identical.
         let at = msg
             .timestamp_ms()
-            .map(rfc3339_millis)
+            .map(format_rfc3339_ms)
             .or_else(|| order.created_at.clone())
             .unwrap_or_default();
         let event_id = format!("inv-{}", order.order_id);

@@ -9,8 +9,8 @@
 //! both event topics are routed into (README.md explains the design).
 
 use serde::{Deserialize, Serialize};
-use weir_campus_events::time::minute_bucket;
 use weir_campus_events::{EventHeader, INVENTORY_FAILED, INVENTORY_RESERVED, ORDER_PLACED};
+use weir_plugin::time::minute_bucket;
 use weir_plugin::{Emitter, InitContext, Message, OutputId, Processor, export_processor};
 use weir_plugin::{metrics, state};
 

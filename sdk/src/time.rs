@@ -1,6 +1,6 @@
-//! The little calendar arithmetic the scenario needs. Plugins get no clock,
-//! so times come from the events themselves: an event's `createdAt`, or a
-//! record's Kafka timestamp.
+//! Event-time arithmetic without a clock. Plugins get no clock unless
+//! pipeline.toml grants one, so times come from the data: a field such as
+//! `createdAt`, or a record's Kafka timestamp ([`crate::Message::timestamp_ms`]).
 
 /// The UTC minute of an ISO 8601 date-time, as `YYYY-MM-DDTHH:MM`: the
 /// bucket of `orders_per_minute`. Accepts `T` or a space between date and
@@ -8,7 +8,7 @@
 /// offset (read as UTC, as seed 002's producer wrote them). `None` when the
 /// text is not such a date-time.
 pub fn minute_bucket(text: &str) -> Option<String> {
-    let minutes = parse_utc_minutes(text.trim())?;
+    let minutes = parse_rfc3339_ms(text)?.div_euclid(60_000);
     let days = minutes.div_euclid(1440);
     let minute_of_day = minutes.rem_euclid(1440);
     let (y, m, d) = civil_from_days(days);
@@ -20,7 +20,7 @@ pub fn minute_bucket(text: &str) -> Option<String> {
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds.
-pub fn rfc3339_millis(ms: i64) -> String {
+pub fn format_rfc3339_ms(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let ms_of_day = ms.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
@@ -41,8 +41,11 @@ fn number(text: &str, digits: usize) -> Option<i64> {
     text.parse().ok()
 }
 
-/// Minutes since the Unix epoch, UTC.
-fn parse_utc_minutes(text: &str) -> Option<i64> {
+/// Milliseconds since the Unix epoch of an ISO 8601 date-time, read as
+/// [`minute_bucket`] reads it (a fraction beyond milliseconds is
+/// truncated). `None` when the text is not such a date-time.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
     let date = text.get(..10)?;
     let sep = text.get(10..11)?;
     if sep != "T" && sep != "t" && sep != " " {
@@ -65,16 +68,23 @@ fn parse_utc_minutes(text: &str) -> Option<i64> {
         return None;
     }
     let mut rest = &time[5..];
+    let mut ms = 0;
     if let Some(after) = rest.strip_prefix(':') {
         let ss = number(after.get(..2)?, 2)?;
         if ss > 60 {
             return None;
         }
+        ms = ss * 1000;
         rest = &after[2..];
         if let Some(fraction) = rest.strip_prefix(['.', ',']) {
             let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
             if digits == 0 {
                 return None;
+            }
+            let mut scale = 100;
+            for d in fraction.bytes().take(digits.min(3)) {
+                ms += i64::from(d - b'0') * scale;
+                scale /= 10;
             }
             rest = &fraction[digits..];
         }
@@ -95,7 +105,7 @@ fn parse_utc_minutes(text: &str) -> Option<i64> {
             sign * (oh * 60 + om)
         }
     };
-    Some(days_from_civil(y, m, d) * 1440 + hh * 60 + mm - offset)
+    Some((days_from_civil(y, m, d) * 1440 + hh * 60 + mm - offset) * 60_000 + ms)
 }
 
 fn is_leap(y: i64) -> bool {
@@ -184,18 +194,36 @@ mod tests {
     }
 
     #[test]
-    fn formats_epoch_millis() {
-        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+    fn parses_to_epoch_millis() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(
-            rfc3339_millis(1_795_435_200_123),
+            parse_rfc3339_ms("2024-01-15T10:23:45.123Z"),
+            Some(1_705_314_225_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-01-15T10:23:45.1239999+00:00"),
+            Some(1_705_314_225_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-01-15T11:23:45.5+01:00"),
+            Some(1_705_314_225_500)
+        );
+        assert_eq!(parse_rfc3339_ms("2024-01-15"), None);
+    }
+
+    #[test]
+    fn formats_epoch_millis() {
+        assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_ms(1_795_435_200_123),
             "2026-11-23T12:00:00.123Z"
         );
-        assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
         // Round trip through the parser at minute resolution.
         let ms = 1_795_435_263_000;
         assert_eq!(
-            minute_bucket(&rfc3339_millis(ms)).unwrap(),
-            rfc3339_millis(ms - ms % 60_000)[..16]
+            minute_bucket(&format_rfc3339_ms(ms)).unwrap(),
+            format_rfc3339_ms(ms - ms % 60_000)[..16]
         );
     }
 }
