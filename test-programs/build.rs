@@ -25,6 +25,16 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir-order-analytics",
         "weir_order_analytics",
     ),
+    (
+        "FLEET_DECELERATION",
+        "weir-fleet-deceleration",
+        "weir_fleet_deceleration",
+    ),
+    (
+        "ALERT_LIFECYCLE",
+        "weir-alert-lifecycle",
+        "weir_alert_lifecycle",
+    ),
     ("HOSTILE", "weir-test-hostile", "weir_test_hostile"),
 ];
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -279,8 +279,8 @@ pub async fn settled(group: &str, topics: &[&str], timeout: Duration) {
 /// The repo's own pipeline.toml, made to run beside other tests on the
 /// shared broker: plugins from the fixtures `weir-test-programs` built, the
 /// admin API on a free port, the F1 topics under `{namespace}-f1` (through
-/// `KAFKA_TOPIC_PREFIX`, as an operator would) and the campus topics, whose
-/// names are fixed, renamed under `namespace`.
+/// `KAFKA_TOPIC_PREFIX`, as an operator would) and the other scenarios'
+/// topics, whose names are the seeds' own, renamed under `namespace`.
 pub fn repo_pipeline(namespace: &str, group: &str) -> PipelineConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut text = std::fs::read_to_string(root.join("pipeline.toml")).unwrap();
@@ -299,7 +299,24 @@ pub fn repo_pipeline(namespace: &str, group: &str) -> PipelineConfig {
             "\"inventory-events\"".to_string(),
             format!("\"{namespace}.inventory-events\""),
         ),
+        (
+            "\"raw_telemetry\"".to_string(),
+            format!("\"{namespace}.raw_telemetry\""),
+        ),
+        (
+            "\"anomalies\"".to_string(),
+            format!("\"{namespace}.anomalies\""),
+        ),
+        (
+            "\"operator_alerts\"".to_string(),
+            format!("\"{namespace}.operator_alerts\""),
+        ),
+        (
+            "\"operator_actions\"".to_string(),
+            format!("\"{namespace}.operator_actions\""),
+        ),
         ("\"campus.".to_string(), format!("\"{namespace}.campus.")),
+        ("\"fleet.".to_string(), format!("\"{namespace}.fleet.")),
     ];
     for (from, to) in renames {
         assert!(text.contains(&from), "pipeline.toml no longer has {from}");
@@ -314,4 +331,12 @@ pub fn repo_pipeline(namespace: &str, group: &str) -> PipelineConfig {
             ("KAFKA_CONSUMER_GROUP", group),
         ],
     )
+}
+
+/// The value of header `name` of `m`, as UTF-8.
+pub fn header<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
 }

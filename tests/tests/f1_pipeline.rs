@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::Message;
-use rdkafka::message::Headers;
 use serde_json::{Value, json};
 use weir_integration_tests::*;
 
@@ -55,13 +54,6 @@ degradation_threshold = 0.7
         degradation = weir_test_programs::F1_DEGRADATION,
         alerts = weir_test_programs::F1_ALERTS,
     )
-}
-
-fn header<'a>(m: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a str> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
