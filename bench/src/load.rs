@@ -48,6 +48,8 @@ pub fn measure(name: &str, path: &Path, config_json: &str) -> Result<LoadTime> {
             config_json: config_json.into(),
             call_timeout: std::time::Duration::from_secs(1),
             memory_limit: 64 << 20,
+            env: Vec::new(),
+            clock: false,
         };
         let t = Instant::now();
         let _instance = rt.instantiate(&plugin, &ctx)?;

@@ -25,6 +25,8 @@ fn ctx(stage: &str, outputs: &[&str], config: &str) -> StageContext {
         config_json: config.into(),
         call_timeout: Duration::from_secs(5),
         memory_limit: 64 << 20,
+        env: Vec::new(),
+        clock: false,
     }
 }
 

@@ -24,6 +24,8 @@ pub fn instance(plugin: &str, config_json: &str) -> (Runtime, Instance) {
         config_json: config_json.into(),
         call_timeout: Duration::from_secs(10),
         memory_limit: 256 << 20,
+        env: Vec::new(),
+        clock: false,
     };
     let instance = runtime.instantiate(&plugin, &ctx).unwrap();
     (runtime, instance)

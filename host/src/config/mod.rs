@@ -80,6 +80,7 @@ mod env;
 mod keypath;
 mod model;
 mod raw;
+mod sandbox;
 mod validate;
 
 use std::path::Path;
@@ -89,7 +90,8 @@ use toml::de::DeTable;
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use env::{Env, ProcessEnv};
 pub use model::{
-    AdminConfig, BatchConfig, Brokers, KafkaConfig, PipelineConfig, StageConfig, TopicConfig,
+    AdminConfig, BatchConfig, Brokers, Grants, KafkaConfig, Limits, OnError, PipelineConfig,
+    StageConfig, TopicConfig,
 };
 
 use diagnostic::Report;

@@ -171,6 +171,67 @@ impl Default for BatchConfig {
     }
 }
 
+/// What a stage does with a message that fails (a plugin error, a trap, a
+/// timeout, an oversized payload, an output over its limits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// Send it to the stage's dead-letter topic with the reason in headers.
+    #[default]
+    DeadLetter,
+    /// Drop it: logged and counted, its offset committed.
+    Skip,
+    /// Stop the pipeline; nothing is committed past the message.
+    Halt,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::DeadLetter => "dead_letter",
+            OnError::Skip => "skip",
+            OnError::Halt => "halt",
+        }
+    }
+}
+
+/// `[stage.limits]`: what one plugin instance may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory of an instance, bytes.
+    pub memory_bytes: usize,
+    /// Wall time of one `process` call (one batch).
+    pub timeout: Duration,
+    /// A message with a larger value (plus key) is failed as `oversize`
+    /// without reaching the plugin.
+    pub max_payload_bytes: usize,
+    /// Records one input message may produce.
+    pub max_outputs_per_message: usize,
+    /// Bytes (keys, values, headers) one input message may produce.
+    pub max_output_bytes_per_message: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_millis(100),
+            max_payload_bytes: 1 << 20,
+            max_outputs_per_message: 100,
+            max_output_bytes_per_message: 4 << 20,
+        }
+    }
+}
+
+/// `[stage.grants]`: what a plugin gets beyond the default of nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Environment variables passed through, by name, with weir's value at
+    /// start (unset ones are left out).
+    pub env: Vec<String>,
+    /// The real wall and monotonic clocks; without it both read zero.
+    pub clock: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageConfig {
     pub name: String,
@@ -182,6 +243,9 @@ pub struct StageConfig {
     pub outputs: BTreeMap<String, String>,
     pub dead_letter: String,
     pub batch: BatchConfig,
+    pub on_error: OnError,
+    pub limits: Limits,
+    pub grants: Grants,
     /// `[stage.config]` as JSON, for the plugin's init. TOML datetimes become strings.
     pub config: serde_json::Map<String, serde_json::Value>,
     /// 1-based line of the `[[stage]]` header, for later error messages.

@@ -55,7 +55,35 @@ pub(super) struct RawStage {
     pub(super) outputs: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub(super) dead_letter: Spanned<String>,
     pub(super) batch: Option<RawBatch>,
+    pub(super) on_error: Option<RawOnError>,
+    pub(super) limits: Option<RawLimits>,
+    pub(super) grants: Option<RawGrants>,
     pub(super) config: Option<toml::Table>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawOnError {
+    DeadLetter,
+    Skip,
+    Halt,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawLimits {
+    pub(super) memory_mb: Option<Spanned<i64>>,
+    pub(super) timeout_ms: Option<Spanned<i64>>,
+    pub(super) max_payload_bytes: Option<Spanned<i64>>,
+    pub(super) max_outputs_per_message: Option<Spanned<i64>>,
+    pub(super) max_output_bytes_per_message: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawGrants {
+    pub(super) env: Option<Vec<Spanned<String>>>,
+    pub(super) clock: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -76,9 +76,20 @@ inputs = ["{prefix}.telemetry.raw"]
 outputs = { default = "{prefix}.telemetry.analytics" }
 dead_letter = "{prefix}.telemetry.dead-letter"
 
+on_error = "halt"
+
 [stage.batch]
 max_messages = 64
 max_wait_ms = 0
+
+[stage.limits]
+memory_mb = 16
+timeout_ms = 250
+max_payload_bytes = 4096
+
+[stage.grants]
+env = ["TZ", "LANG"]
+clock = true
 
 [stage.config]
 threshold = 0.7
@@ -145,6 +156,17 @@ fn full_file_parses_to_the_expected_model() {
                     max_messages: 64,
                     max_wait: Duration::ZERO,
                 },
+                on_error: OnError::Halt,
+                limits: Limits {
+                    memory_bytes: 16 << 20,
+                    timeout: Duration::from_millis(250),
+                    max_payload_bytes: 4096,
+                    ..Limits::default()
+                },
+                grants: Grants {
+                    env: vec!["TZ".into(), "LANG".into()],
+                    clock: true,
+                },
                 config: json!({
                     "threshold": 0.7,
                     "laps": [1, 2],
@@ -154,7 +176,7 @@ fn full_file_parses_to_the_expected_model() {
                 .as_object()
                 .unwrap()
                 .clone(),
-                line: 29,
+                line: 30,
             },
             StageConfig {
                 name: "alerts".into(),
@@ -163,14 +185,17 @@ fn full_file_parses_to_the_expected_model() {
                 outputs: BTreeMap::new(),
                 dead_letter: "dev.telemetry.dead-letter".into(),
                 batch: BatchConfig::default(),
+                on_error: OnError::DeadLetter,
+                limits: Limits::default(),
+                grants: Grants::default(),
                 config: serde_json::Map::new(),
-                line: 46,
+                line: 58,
             },
         ],
     };
     assert_eq!(config, expected);
 
-    assert_eq!(config.stage("alerts").map(|s| s.line), Some(46));
+    assert_eq!(config.stage("alerts").map(|s| s.line), Some(58));
     assert!(config.stage("missing").is_none());
     assert_eq!(
         config.topic("dev.telemetry.raw").and_then(|t| t.partitions),

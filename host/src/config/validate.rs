@@ -21,6 +21,7 @@ use super::model::{
     TopicConfig,
 };
 use super::raw::{self, Item, RawDocument, RawKafka, RawStage, RawTopic};
+use super::sandbox;
 
 const SECURITY_PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
 const SASL_MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
@@ -400,7 +401,7 @@ fn invalid_topic_char(name: &str) -> Option<char> {
         .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
 }
 
-fn in_range(
+pub(super) fn in_range(
     value: &Spanned<i64>,
     min: i64,
     max: i64,
@@ -561,6 +562,9 @@ fn stage(
         outputs,
         dead_letter,
         batch,
+        on_error: sandbox::on_error(raw.on_error),
+        limits: sandbox::limits(raw.limits, &path.key("limits"), report),
+        grants: sandbox::grants(raw.grants, &path.key("grants"), report),
         config,
         line: report.position(span.start).0,
     }

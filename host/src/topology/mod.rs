@@ -22,11 +22,6 @@ use crate::wasm::{Runtime, StageContext, WasmError};
 
 pub use stage::Stage;
 
-/// Per-call deadline until the sandboxing work makes it a stage setting.
-const DEFAULT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-/// Linear memory cap per instance.
-const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
-
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     #[error(transparent)]
@@ -67,8 +62,17 @@ pub fn stage_context(stage: &StageConfig) -> StageContext {
         // BTreeMap keys: sorted, as the WIT contract promises.
         outputs: stage.outputs.keys().cloned().collect(),
         config_json: serde_json::Value::Object(stage.config.clone()).to_string(),
-        call_timeout: DEFAULT_CALL_TIMEOUT,
-        memory_limit: DEFAULT_MEMORY_LIMIT,
+        call_timeout: stage.limits.timeout,
+        memory_limit: stage.limits.memory_bytes,
+        // A granted variable that weir itself does not have is left out,
+        // as an unset variable would be.
+        env: stage
+            .grants
+            .env
+            .iter()
+            .filter_map(|name| Some((name.clone(), std::env::var(name).ok()?)))
+            .collect(),
+        clock: stage.grants.clock,
     }
 }
 

@@ -24,6 +24,10 @@ pub struct StageContext {
     pub call_timeout: Duration,
     /// The most linear memory the instance may have, in bytes.
     pub memory_limit: usize,
+    /// Environment variables the plugin is granted, with their values.
+    pub env: Vec<(String, String)>,
+    /// Whether the plugin sees the real clocks (otherwise they read zero).
+    pub clock: bool,
 }
 
 /// A live plugin instance with its own store. Not reusable after a
