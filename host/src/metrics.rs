@@ -21,7 +21,25 @@ pub struct StageMetrics {
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub instance_restarts: AtomicU64,
+    /// Failed messages dropped by `on_error = "skip"`.
+    pub skipped: AtomicU64,
+    /// Failed messages by `weir.error.kind`, indexed like [`FAILURE_KINDS`]
+    /// (counted when the failure is handled, whatever `on_error` does).
+    pub failures: [AtomicU64; FAILURE_KINDS.len()],
+    /// The most linear memory any instance of the stage has had, bytes.
+    pub memory_high_water: AtomicU64,
 }
+
+/// The values of `weir.error.kind`.
+pub const FAILURE_KINDS: [&str; 7] = [
+    "plugin_error",
+    "trap",
+    "timeout",
+    "memory",
+    "oversize",
+    "decode",
+    "output_limit",
+];
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 pub struct StageSnapshot {
@@ -33,11 +51,27 @@ pub struct StageSnapshot {
     pub traps: u64,
     pub timeouts: u64,
     pub instance_restarts: u64,
+    pub skipped: u64,
+    /// Failed messages by kind; kinds that never happened are left out.
+    pub failures: BTreeMap<&'static str, u64>,
+    pub memory_high_water_bytes: u64,
 }
 
 impl StageMetrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a failed message of `kind` (one of [`FAILURE_KINDS`]).
+    pub fn failed(&self, kind: &str) {
+        if let Some(i) = FAILURE_KINDS.iter().position(|k| *k == kind) {
+            Self::add(&self.failures[i], 1);
+        }
+    }
+
+    pub fn memory_seen(&self, bytes: usize) {
+        self.memory_high_water
+            .fetch_max(bytes as u64, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> StageSnapshot {
@@ -51,6 +85,14 @@ impl StageMetrics {
             traps: get(&self.traps),
             timeouts: get(&self.timeouts),
             instance_restarts: get(&self.instance_restarts),
+            skipped: get(&self.skipped),
+            failures: FAILURE_KINDS
+                .iter()
+                .zip(&self.failures)
+                .map(|(k, c)| (*k, get(c)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            memory_high_water_bytes: get(&self.memory_high_water),
         }
     }
 }

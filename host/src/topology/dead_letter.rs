@@ -14,8 +14,14 @@ pub const SOURCE_OFFSET: &str = "weir.source.offset";
 
 /// The value of `weir.error.kind` for a message the plugin rejected.
 pub const KIND_PLUGIN_ERROR: &str = "plugin_error";
-/// An output the broker refuses outright (larger than the topic allows).
+/// Outputs over the stage's limits, or one the broker refuses outright.
 pub const KIND_OUTPUT_LIMIT: &str = "output_limit";
+/// A message larger than the stage's `max_payload_bytes`; the plugin never
+/// saw it.
+pub const KIND_OVERSIZE: &str = "oversize";
+/// The plugin's result for the message broke the contract (bad spans,
+/// unknown outputs).
+pub const KIND_DECODE: &str = "decode";
 
 /// The original headers followed by weir's.
 pub fn headers(

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ack::{Deliveries, Delivery, Ledger, Tag};
 use super::{StageInfo, TopologyError, dead_letter};
-use crate::config::StageConfig;
+use crate::config::{OnError, StageConfig};
 use crate::kafka::KafkaError;
 use crate::metrics::StageMetrics;
 use crate::wasm::{
@@ -224,11 +224,37 @@ impl Stage {
                 .or_default()
                 .push(m);
         }
+        let limit = self.config.limits.max_payload_bytes;
         for ((topic, partition), group) in groups {
             let slot = ledger.slot(topic, partition, group[0].offset());
-            let results = self.process(topic, partition, &group);
-            let fates = fates(&results, group.len());
-            for (m, fate) in group.iter().zip(fates) {
+            // An oversized message never reaches the plugin: it could not
+            // make the plugin do anything but run out of memory or time.
+            let admitted: Vec<&BorrowedMessage<'_>> = group
+                .iter()
+                .copied()
+                .filter(|m| payload_size(m) <= limit)
+                .collect();
+            let results = (!admitted.is_empty()).then(|| self.process(topic, partition, &admitted));
+            let mut admitted_fates = results
+                .as_ref()
+                .map(|r| fates(r, admitted.len()))
+                .unwrap_or_default()
+                .into_iter();
+            for m in &group {
+                let size = payload_size(m);
+                let fate = if size > limit {
+                    Fate::Failed {
+                        kind: dead_letter::KIND_OVERSIZE,
+                        reason: format!(
+                            "message of {size} bytes (key and value) is over the stage's \
+                             max_payload_bytes of {limit}"
+                        ),
+                    }
+                } else {
+                    admitted_fates
+                        .next()
+                        .expect("process returns one fate per admitted message")
+                };
                 let sent = self.publish(m, fate, slot, shutdown)?;
                 ledger.push(slot, m.offset(), sent);
             }
@@ -262,7 +288,6 @@ impl Stage {
                         Ok(r) => Ok(ValidatedResult::new(r, 1, self.topics.len())),
                         Err(e) => {
                             self.note_failure(&e);
-                            tracing::warn!(stage = self.config.name, topic, partition, offset = m.offset(), kind = e.kind.as_str(), error = %e.message, "message dead-lettered");
                             Err(e)
                         }
                     });
@@ -314,6 +339,15 @@ impl Stage {
         let (kind, reason) = match fate {
             Fate::Processed(result, i) => match result.outcome(i) {
                 Ok(outputs) => {
+                    if let Some(reason) = self.over_output_limits(result, i) {
+                        return self.fail(
+                            m,
+                            dead_letter::KIND_OUTPUT_LIMIT,
+                            &reason,
+                            slot,
+                            shutdown,
+                        );
+                    }
                     let mut sent = 0;
                     for o in outputs {
                         let mut record =
@@ -349,7 +383,7 @@ impl Stage {
                                     self.topics[o.target]
                                 );
                                 return Ok(sent
-                                    + self.dead_letter(
+                                    + self.fail(
                                         m,
                                         dead_letter::KIND_OUTPUT_LIMIT,
                                         &reason,
@@ -361,11 +395,94 @@ impl Stage {
                     }
                     return Ok(sent);
                 }
+                Err(reason) if result.is_invalid(i) => {
+                    (dead_letter::KIND_DECODE, reason.to_string())
+                }
                 Err(reason) => (dead_letter::KIND_PLUGIN_ERROR, reason.to_string()),
             },
             Fate::Failed { kind, reason } => (kind, reason),
         };
-        self.dead_letter(m, kind, &reason, slot, shutdown)
+        self.fail(m, kind, &reason, slot, shutdown)
+    }
+
+    /// Why the records of input `i` exceed the stage's output limits, if
+    /// they do: one message must not flood a topic.
+    fn over_output_limits(&self, result: &ValidatedResult, i: usize) -> Option<String> {
+        let limits = &self.config.limits;
+        let (mut count, mut bytes) = (0usize, 0usize);
+        for o in result.outcome(i).ok()? {
+            count += 1;
+            bytes += o.key.map_or(0, <[u8]>::len) + o.value.map_or(0, <[u8]>::len);
+            bytes += o.headers().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        }
+        if count > limits.max_outputs_per_message {
+            Some(format!(
+                "{count} output records for one message; max_outputs_per_message is {}",
+                limits.max_outputs_per_message
+            ))
+        } else if bytes > limits.max_output_bytes_per_message {
+            Some(format!(
+                "{bytes} bytes of output for one message; max_output_bytes_per_message is {}",
+                limits.max_output_bytes_per_message
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Handles a failed message as the stage's `on_error` says. Returns the
+    /// records enqueued for it (0 when skipped); halting fails the stage
+    /// before the message is marked done, so nothing is committed past it.
+    fn fail(
+        &self,
+        m: &BorrowedMessage<'_>,
+        kind: &str,
+        reason: &str,
+        slot: u32,
+        shutdown: &CancellationToken,
+    ) -> Result<u32, StageError> {
+        self.metrics.failed(kind);
+        let stage = self.config.name.as_str();
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let policy = self.config.on_error.as_str();
+        if kind == dead_letter::KIND_PLUGIN_ERROR {
+            // The plugin's own verdict on bad data: routine, and possibly
+            // frequent.
+            tracing::debug!(
+                stage,
+                topic,
+                partition,
+                offset,
+                kind,
+                policy,
+                error = reason,
+                "message failed"
+            );
+        } else {
+            tracing::warn!(
+                stage,
+                topic,
+                partition,
+                offset,
+                kind,
+                policy,
+                error = reason,
+                "message failed"
+            );
+        }
+        match self.config.on_error {
+            OnError::DeadLetter => self.dead_letter(m, kind, reason, slot, shutdown),
+            OnError::Skip => {
+                StageMetrics::add(&self.metrics.skipped, 1);
+                Ok(0)
+            }
+            OnError::Halt => Err(StageError::Failed(TopologyError::StageFailed {
+                stage: stage.to_string(),
+                reason: format!(
+                    "on_error = \"halt\": {topic}/{partition}@{offset} failed ({kind}): {reason}"
+                ),
+            })),
+        }
     }
 
     fn dead_letter(
@@ -549,6 +666,11 @@ fn fates(results: &Results, n: usize) -> Vec<Fate<'_>> {
             })
             .collect(),
     }
+}
+
+/// What `max_payload_bytes` measures: the key and the value.
+fn payload_size(m: &BorrowedMessage<'_>) -> usize {
+    m.payload_len() + m.key().map_or(0, <[u8]>::len)
 }
 
 fn push(builder: &mut BatchBuilder, m: &BorrowedMessage<'_>) {

@@ -126,6 +126,9 @@ impl<'a> OutputRecord<'a> {
 pub struct ValidatedResult {
     result: BatchResult,
     outcomes: Vec<Result<Range<usize>, String>>,
+    /// Per input message: whether its failure is the plugin breaking the
+    /// contract (a malformed result) rather than rejecting the message.
+    invalid: Vec<bool>,
 }
 
 fn invalid(what: impl std::fmt::Display) -> String {
@@ -140,6 +143,7 @@ impl ValidatedResult {
         if let Err(reason) = check_shape(&result, inputs) {
             return ValidatedResult {
                 outcomes: vec![Err(reason); inputs],
+                invalid: vec![true; inputs],
                 result,
             };
         }
@@ -150,10 +154,16 @@ impl ValidatedResult {
             start = range.end;
             outcomes.push(check_records(&result, range, outputs));
         }
+        let mut invalid: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
         for r in &result.rejected {
             outcomes[r.index as usize] = Err(r.reason.clone());
+            invalid[r.index as usize] = false;
         }
-        ValidatedResult { result, outcomes }
+        ValidatedResult {
+            result,
+            outcomes,
+            invalid,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -162,6 +172,12 @@ impl ValidatedResult {
 
     pub fn is_empty(&self) -> bool {
         self.outcomes.is_empty()
+    }
+
+    /// Whether input message `i` failed because the plugin's result for it
+    /// was malformed (`decode`), not because the plugin rejected it.
+    pub fn is_invalid(&self, i: usize) -> bool {
+        self.invalid[i]
     }
 
     /// The records of input message `i`, or the reason it failed.
@@ -328,7 +344,9 @@ mod tests {
             vec![("h", &b"v"[..])]
         );
         assert_eq!(v.outcome(1).err(), Some("bad"));
+        assert!(!v.is_invalid(1), "a rejection is the plugin's verdict");
         assert_eq!(v.outcome(2).unwrap().count(), 0);
+        assert!(!v.is_invalid(0) && !v.is_invalid(2));
     }
 
     #[test]
@@ -359,6 +377,7 @@ mod tests {
             for i in 0..2 {
                 let err = v.outcome(i).err().unwrap();
                 assert!(err.contains(expected), "{err} vs {expected}");
+                assert!(v.is_invalid(i));
             }
         }
     }
@@ -386,7 +405,8 @@ mod tests {
                     .unwrap()
                     .starts_with("plugin returned an invalid result")
             );
-            assert!(v.outcome(1).is_ok());
+            assert!(v.is_invalid(0));
+            assert!(v.outcome(1).is_ok() && !v.is_invalid(1));
         }
     }
 }
