@@ -83,6 +83,18 @@ impl Weir {
         Weir { shutdown, task }
     }
 
+    /// Waits, up to `timeout`, for it to end on its own (a halted stage
+    /// stops the pipeline) and returns how it ended.
+    pub async fn ended(self, timeout: Duration) -> anyhow::Result<()> {
+        match tokio::time::timeout(timeout, self.task).await {
+            Ok(joined) => joined?,
+            Err(_) => {
+                self.shutdown.cancel();
+                panic!("weir was still running after {timeout:?}")
+            }
+        }
+    }
+
     /// Stops it as Ctrl-C would and returns how it ended.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

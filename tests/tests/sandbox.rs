@@ -1,0 +1,209 @@
+//! Fault isolation against the real broker (issue 6), with the hostile test
+//! plugin: whatever one message makes the plugin do, only that message
+//! fails, with its kind in the dead-letter headers, and everything else
+//! flows; `on_error` decides what a failure does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::Message;
+use weir_integration_tests::*;
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+fn pipeline_toml(on_error: &str) -> String {
+    format!(
+        r#"
+[kafka]
+topic_prefix = "unused"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[topic]]
+name = "{{prefix}}.in"
+partitions = 3
+[[topic]]
+name = "{{prefix}}.out"
+partitions = 3
+[[topic]]
+name = "{{prefix}}.dlq"
+partitions = 1
+
+[[stage]]
+name = "hostile"
+plugin = "{plugin}"
+inputs = ["{{prefix}}.in"]
+outputs = {{ default = "{{prefix}}.out" }}
+dead_letter = "{{prefix}}.dlq"
+on_error = "{on_error}"
+batch = {{ max_messages = 1000, max_wait_ms = 100 }}
+
+[stage.limits]
+memory_mb = 16
+timeout_ms = 100
+max_payload_bytes = 4096
+max_outputs_per_message = 10
+"#,
+        plugin = weir_test_programs::HOSTILE,
+    )
+}
+
+struct Run {
+    weir: Weir,
+    input: String,
+    out: String,
+    dlq: String,
+    group: String,
+}
+
+async fn start(on_error: &str) -> Run {
+    init_tracing();
+    let prefix = unique_prefix("sandbox");
+    let group = unique_prefix("group");
+    let config = pipeline(
+        &pipeline_toml(on_error),
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", &bootstrap()),
+            ("KAFKA_TOPIC_PREFIX", &prefix),
+            ("KAFKA_CONSUMER_GROUP", &group),
+        ],
+    );
+    let run = Run {
+        weir: Weir::start(config),
+        input: format!("{prefix}.in"),
+        out: format!("{prefix}.out"),
+        dlq: format!("{prefix}.dlq"),
+        group: format!("{group}.hostile"),
+    };
+    eventually("topics to exist", Duration::from_secs(60), || async {
+        let (i, d) = (try_end_offsets(&run.input)?, try_end_offsets(&run.dlq)?);
+        if i.len() == 3 && d.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{i:?} {d:?}"))
+        }
+    })
+    .await;
+    run
+}
+
+fn values(topic: &str) -> Vec<String> {
+    read_all(topic)
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_hostile_message_fails_alone_and_the_rest_flows() {
+    let run = start("dead_letter").await;
+    // One key, so one partition and one batch: 999 good messages around a
+    // panic. Other keys carry a loop, a memory bomb, an oversized message
+    // and a flood of outputs, each between good messages.
+    let mut records: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| {
+            let v = if i == 500 {
+                "panic".to_string()
+            } else {
+                format!("good-a-{i}")
+            };
+            ("a".to_string(), v.into_bytes())
+        })
+        .collect();
+    let hostile = [
+        ("loop", "timeout"),
+        ("alloc", "memory"),
+        ("many:50", "output_limit"),
+    ];
+    for (i, key) in ["b", "c", "d", "e", "f", "g"].iter().enumerate() {
+        for j in 0..20 {
+            records.push((key.to_string(), format!("good-{key}-{j}").into_bytes()));
+            if j == 10 && i < hostile.len() {
+                records.push((key.to_string(), hostile[i].0.as_bytes().to_vec()));
+            }
+        }
+    }
+    records.push(("h".to_string(), vec![b'x'; 5000]));
+    produce(&run.input, &records).await;
+    settled(&run.group, &[&run.input], SETTLE).await;
+
+    // Every good message arrived, once.
+    let mut out = values(&run.out);
+    out.sort();
+    let mut expected: Vec<String> = records
+        .iter()
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .filter(|v| v.starts_with("good-"))
+        .collect();
+    expected.sort();
+    assert_eq!(out.len(), expected.len());
+    assert_eq!(out, expected);
+
+    // Each hostile message is dead-lettered alone, with its kind.
+    let dead: BTreeMap<String, (String, String)> = read_all(&run.dlq)
+        .iter()
+        .map(|m| {
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            let v = if v.len() > 100 { "oversized".into() } else { v };
+            let kind = header(m, "weir.error.kind").unwrap_or_default().to_string();
+            let reason = header(m, "weir.error").unwrap_or_default().to_string();
+            assert_eq!(header(m, "weir.stage"), Some("hostile"));
+            assert!(header(m, "weir.source.offset").is_some());
+            (v, (kind, reason))
+        })
+        .collect();
+    let kinds: BTreeMap<&str, &str> = dead
+        .iter()
+        .map(|(v, (k, _))| (v.as_str(), k.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeMap::from([
+            ("alloc", "memory"),
+            ("loop", "timeout"),
+            ("many:50", "output_limit"),
+            ("oversized", "oversize"),
+            ("panic", "trap"),
+        ]),
+        "{dead:#?}"
+    );
+    assert!(dead["many:50"].1.contains("max_outputs_per_message is 10"));
+    assert!(dead["oversized"].1.contains("max_payload_bytes of 4096"));
+    run.weir.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_error_skip_drops_the_message_and_halt_stops_before_it() {
+    let batch = |n: usize| -> Vec<(String, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let v = if i == 10 {
+                    "panic".to_string()
+                } else {
+                    format!("good-{i}")
+                };
+                ("k".to_string(), v.into_bytes())
+            })
+            .collect()
+    };
+
+    let skip = start("skip").await;
+    produce(&skip.input, &batch(21)).await;
+    settled(&skip.group, &[&skip.input], SETTLE).await;
+    assert_eq!(values(&skip.out).len(), 20);
+    assert!(values(&skip.dlq).is_empty());
+    skip.weir.stop().await.expect("clean shutdown");
+
+    let halt = start("halt").await;
+    produce(&halt.input, &batch(21)).await;
+    let ended = halt.weir.ended(SETTLE).await;
+    let err = format!("{:#}", ended.expect_err("a halted stage stops the pipeline"));
+    assert!(err.contains("on_error = \"halt\"") && err.contains("(trap)"), "{err}");
+    // Nothing is committed past the failed message (offset 10 of its
+    // partition); what came before it was published.
+    let committed: i64 = committed(&halt.group, &halt.input).values().sum();
+    assert_eq!(committed, 10);
+    assert_eq!(values(&halt.out).len(), 10);
+    assert!(values(&halt.dlq).is_empty());
+}
