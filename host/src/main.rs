@@ -64,6 +64,10 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
             println!("{}: valid", path.display());
             for r in reports {
                 println!("  stage {}: plugin sha256:{}", r.stage, &r.digest[..16]);
+                if let Some(stage) = config.stage(&r.stage) {
+                    println!("    {}", describe_limits(stage));
+                    println!("    grants: {}", describe_grants(stage));
+                }
             }
             Ok(())
         }
@@ -76,6 +80,43 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
                 lines.join("\n")
             )
         }
+    }
+}
+
+/// A stage's limits and failure policy, as `weir validate` shows them.
+fn describe_limits(stage: &config::StageConfig) -> String {
+    let l = &stage.limits;
+    format!(
+        "limits: memory {} MiB, {} ms per call, messages up to {} bytes, up to {} records \
+         and {} bytes out per message; on_error = {}",
+        l.memory_bytes >> 20,
+        l.timeout.as_millis(),
+        l.max_payload_bytes,
+        l.max_outputs_per_message,
+        l.max_output_bytes_per_message,
+        stage.on_error.as_str()
+    )
+}
+
+/// What a stage's plugin is granted beyond nothing, so an operator sees
+/// every privilege before the pipeline runs.
+fn describe_grants(stage: &config::StageConfig) -> String {
+    let g = &stage.grants;
+    let mut parts: Vec<String> = g
+        .env
+        .iter()
+        .map(|name| match std::env::var_os(name) {
+            Some(_) => format!("env {name}"),
+            None => format!("env {name} (not set here, so not passed)"),
+        })
+        .collect();
+    if g.clock {
+        parts.push("clock".into());
+    }
+    if parts.is_empty() {
+        "none (no files, network, environment or clock)".into()
+    } else {
+        parts.join(", ")
     }
 }
 

@@ -73,6 +73,36 @@ fn validate_accepts_a_good_pipeline() {
         stdout.contains("valid") && stdout.contains("stage degradation: plugin sha256:"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("memory 64 MiB, 100 ms per call")
+            && stdout.contains("on_error = dead_letter")
+            && stdout.contains("grants: none"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_shows_every_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = f1_pipeline("embedded", "127.0.0.1:0")
+        + "[stage.grants]\nenv = [\"WEIR_TEST_GRANT\", \"WEIR_TEST_UNSET\"]\nclock = true\n";
+    let path = write_pipeline(dir.path(), &body);
+    let out = weir()
+        .arg("validate")
+        .arg(&path)
+        .env("WEIR_CACHE_DIR", dir.path().join("cache"))
+        .env("WEIR_TEST_GRANT", "1")
+        .env_remove("WEIR_TEST_UNSET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "grants: env WEIR_TEST_GRANT, env WEIR_TEST_UNSET (not set here, so not passed), clock"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
