@@ -36,14 +36,25 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir_alert_lifecycle",
     ),
     ("HOSTILE", "weir-test-hostile", "weir_test_hostile"),
+    // Built against weir:plugin@0.0.9: the host must refuse it.
+    ("WRONG_WIT", "weir-test-wrong-wit", "weir_test_wrong_wit"),
 ];
+
+/// Fixtures the host must refuse to load; left out of `ALL`.
+const REFUSED: &[&str] = &["WRONG_WIT"];
 
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
-    for dir in ["wit", "sdk", "plugins", "test-programs/hostile"] {
+    for dir in [
+        "wit",
+        "sdk",
+        "plugins",
+        "test-programs/hostile",
+        "test-programs/wrong-wit",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-changed=build.rs");
@@ -98,10 +109,12 @@ fn main() {
             "/// The `{stem}` component.\npub const {name}: &str = {:?};\n",
             path.display().to_string()
         ));
-        all.push(format!("(\"{stem}\", {name})"));
+        if !REFUSED.contains(name) {
+            all.push(format!("(\"{stem}\", {name})"));
+        }
     }
     out.push_str(&format!(
-        "/// Every plugin component: (name, path).\npub const ALL: &[(&str, &str)] = &[{}];\n",
+        "/// Every plugin component the host loads: (name, path).\npub const ALL: &[(&str, &str)] = &[{}];\n",
         all.join(", ")
     ));
     let dest = Path::new(&env::var_os("OUT_DIR").unwrap()).join("fixtures.rs");

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use weir::metrics::Registry;
 use weir::state::MemoryState;
-use weir::wasm::{BatchBuilder, Runtime, RuntimeOptions, StageContext, ValidatedResult, WasmError};
+use weir::wasm::{
+    BatchBuilder, CallError, CallErrorKind, Instance, Runtime, RuntimeOptions, StageContext,
+    ValidatedResult, WasmError,
+};
 
 fn runtime(cache: Option<&std::path::Path>) -> Runtime {
     Runtime::new(
@@ -206,4 +209,394 @@ fn a_trapped_call_leaves_no_state_behind() {
         partition: 0,
     };
     assert_eq!(state.get(&other, b"seen/a"), None);
+}
+
+// --- Sandboxing and fault isolation -------------------------------------
+
+fn hostile(rt: &Runtime) -> Arc<weir::wasm::Plugin> {
+    Arc::new(
+        rt.load("hostile", weir_test_programs::HOSTILE.as_ref())
+            .unwrap(),
+    )
+}
+
+/// Sends one message with `value` and returns the values it emitted.
+fn send(inst: &mut Instance, value: &str) -> Result<Vec<Vec<u8>>, CallError> {
+    let mut b = BatchBuilder::new("in", 0, 1, value.len());
+    b.push(0, None, None, Some(value.as_bytes()), std::iter::empty());
+    let v = ValidatedResult::new(inst.process(b.batch())?, 1, 1);
+    let records = v.outcome(0).expect("the message was not rejected");
+    Ok(records
+        .map(|r| r.value.unwrap_or_default().to_vec())
+        .collect())
+}
+
+/// Sends `value` and returns the one record emitted, as text.
+fn reply(inst: &mut Instance, value: &str) -> String {
+    let mut out = send(inst, value).unwrap();
+    assert_eq!(out.len(), 1, "{value}: expected one record");
+    String::from_utf8(out.pop().unwrap()).unwrap()
+}
+
+fn limited(timeout_ms: u64, memory: usize) -> StageContext {
+    StageContext {
+        call_timeout: Duration::from_millis(timeout_ms),
+        memory_limit: memory,
+        ..ctx("hostile", &["default"], "{}")
+    }
+}
+
+#[test]
+fn an_infinite_loop_is_interrupted_at_its_deadline() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    let stage = limited(100, 64 << 20);
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    let start = std::time::Instant::now();
+    let err = send(&mut inst, "loop").unwrap_err();
+    let elapsed = start.elapsed();
+    assert_eq!(err.kind, CallErrorKind::Timeout, "{err}");
+    assert_eq!(err.stage, "hostile");
+    assert!(
+        elapsed >= Duration::from_millis(80) && elapsed < Duration::from_millis(300),
+        "interrupted after {elapsed:?}"
+    );
+    // A fresh instance works.
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    assert_eq!(send(&mut inst, "after").unwrap(), vec![b"after".to_vec()]);
+}
+
+#[test]
+fn a_long_sleep_in_a_host_call_is_cut_at_the_deadline() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    let mut inst = rt.instantiate(&plugin, &limited(100, 64 << 20)).unwrap();
+    let start = std::time::Instant::now();
+    let err = send(&mut inst, "sleep:10000").unwrap_err();
+    let elapsed = start.elapsed();
+    assert_eq!(err.kind, CallErrorKind::Timeout, "{err}");
+    assert!(elapsed < Duration::from_millis(300), "slept {elapsed:?}");
+    // A short sleep within the deadline still sleeps, clock grant or not.
+    let mut inst = rt.instantiate(&plugin, &limited(1000, 64 << 20)).unwrap();
+    let start = std::time::Instant::now();
+    assert_eq!(reply(&mut inst, "sleep:20"), "slept");
+    assert!(start.elapsed() >= Duration::from_millis(20));
+}
+
+#[test]
+fn a_memory_bomb_traps_at_the_cap() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    let cap = 16 << 20;
+    let mut inst = rt.instantiate(&plugin, &limited(5000, cap)).unwrap();
+    let before = inst.memory_high_water();
+    assert!(before > 0 && before < cap, "{before}");
+    let err = send(&mut inst, "alloc").unwrap_err();
+    assert_eq!(err.kind, CallErrorKind::Memory, "{err}");
+    assert!(err.message.contains("limit of 16777216 bytes"), "{err}");
+    let high = inst.memory_high_water();
+    assert!(high <= cap, "high-water mark {high} over the cap {cap}");
+    assert!(
+        high > cap - (2 << 20),
+        "high-water mark {high} far below the cap"
+    );
+    // A fresh instance works, and starts low again.
+    let mut inst = rt.instantiate(&plugin, &limited(5000, cap)).unwrap();
+    assert_eq!(send(&mut inst, "ok").unwrap(), vec![b"ok".to_vec()]);
+    assert_eq!(inst.memory_high_water(), before);
+}
+
+/// The resident set of this process, in bytes.
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/self/status");
+    let kib: usize = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn memory_bombs_leave_the_host_rss_bounded() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    let stage = limited(5000, 32 << 20);
+    let bomb = || {
+        let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+        let err = send(&mut inst, "alloc").unwrap_err();
+        assert_eq!(err.kind, CallErrorKind::Memory, "{err}");
+    };
+    bomb(); // warm up: code, lazily made runtime structures
+    let start = rss();
+    for _ in 0..20 {
+        bomb();
+    }
+    let growth = rss().saturating_sub(start);
+    // 20 bombs of 32 MiB held on to would be 640 MiB.
+    assert!(growth < 200 << 20, "RSS grew by {} MiB", growth >> 20);
+}
+
+#[test]
+fn files_environment_and_sockets_are_denied() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    let mut inst = rt
+        .instantiate(&plugin, &ctx("hostile", &["default"], "{}"))
+        .unwrap();
+
+    let files = reply(&mut inst, "read-file");
+    assert!(
+        files.starts_with("file: denied: ") && files.contains("; dir: denied: "),
+        "{files}"
+    );
+    assert!(
+        !files.contains("LEAK") && !files.contains("root:"),
+        "{files}"
+    );
+
+    let env = reply(&mut inst, "env");
+    assert_eq!(env, "HOME: denied; PATH: denied; vars=0");
+    for name in ["HOME", "PATH"] {
+        if let Ok(value) = std::env::var(name) {
+            assert!(!env.contains(&value), "{name} leaked: {env}");
+        }
+    }
+
+    let sockets = reply(&mut inst, "socket");
+    assert!(
+        sockets.starts_with("tcp: denied: ") && sockets.contains("; udp: denied: "),
+        "{sockets}"
+    );
+    assert!(!sockets.contains("LEAK"), "{sockets}");
+}
+
+#[test]
+fn a_granted_environment_variable_is_visible_and_only_it() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    let stage = StageContext {
+        env: vec![("WEIR_TEST_GRANTED".into(), "granted-value".into())],
+        ..ctx("hostile", &["default"], "{}")
+    };
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    assert_eq!(
+        reply(&mut inst, "env:WEIR_TEST_GRANTED"),
+        "HOME: denied; PATH: denied; WEIR_TEST_GRANTED: value=granted-value; vars=1"
+    );
+}
+
+#[test]
+fn clocks_read_zero_without_the_grant() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    let mut inst = rt
+        .instantiate(&plugin, &ctx("hostile", &["default"], "{}"))
+        .unwrap();
+    assert_eq!(
+        reply(&mut inst, "clock"),
+        "wall_ms=0 instant_advances=false"
+    );
+
+    let granted = StageContext {
+        clock: true,
+        ..ctx("hostile", &["default"], "{}")
+    };
+    let mut inst = rt.instantiate(&plugin, &granted).unwrap();
+    let seen = reply(&mut inst, "clock");
+    let wall_ms: u128 = seen
+        .strip_prefix("wall_ms=")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{seen}"));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    assert!(now_ms.abs_diff(wall_ms) < 60_000, "{seen} vs now {now_ms}");
+    assert!(seen.ends_with("instant_advances=true"), "{seen}");
+}
+
+#[test]
+fn big_and_many_emit_what_they_say() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    let mut inst = rt
+        .instantiate(&plugin, &ctx("hostile", &["default"], "{}"))
+        .unwrap();
+    let big = send(&mut inst, "big:100000").unwrap();
+    assert_eq!(big.len(), 1);
+    assert!(big[0].len() == 100_000 && big[0].iter().all(|&b| b == b'x'));
+    let many = send(&mut inst, "many:50").unwrap();
+    assert_eq!(many.len(), 50);
+    assert_eq!(many[49], b"49");
+}
+
+// Plugin stdout and stderr, captured with a tracing layer on this thread.
+
+mod capture {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    #[derive(Debug, Clone)]
+    pub struct Event {
+        pub level: tracing::Level,
+        pub fields: BTreeMap<String, String>,
+    }
+
+    impl Event {
+        pub fn field(&self, name: &str) -> Option<&str> {
+            self.fields.get(name).map(String::as_str)
+        }
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub struct Events(Arc<Mutex<Vec<Event>>>);
+
+    impl Events {
+        pub fn take(&self) -> Vec<Event> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    struct Fields(BTreeMap<String, String>);
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.insert(field.name().into(), value.into());
+        }
+
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().into(), format!("{value:?}"));
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for Events {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut fields = Fields(BTreeMap::new());
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(Event {
+                level: *event.metadata().level(),
+                fields: fields.0,
+            });
+        }
+    }
+
+    /// Runs `f` with every tracing event on this thread captured.
+    pub fn events<R>(f: impl FnOnce(&Events) -> R) -> R {
+        let events = Events::default();
+        let subscriber = tracing_subscriber::registry().with(events.clone());
+        tracing::subscriber::with_default(subscriber, || f(&events))
+    }
+}
+
+/// The plugin's lines of `stream`, in order.
+fn lines<'a>(events: &'a [capture::Event], stream: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .filter(|e| e.field("stream") == Some(stream) && e.field("dropped").is_none())
+        .map(|e| e.field("message").unwrap())
+        .collect()
+}
+
+#[test]
+fn stdout_and_stderr_go_to_tracing_with_the_stage() {
+    capture::events(|events| {
+        let rt = runtime(None);
+        let plugin = hostile(&rt);
+        let mut inst = rt
+            .instantiate(&plugin, &ctx("printer", &["default"], "{}"))
+            .unwrap();
+        events.take();
+        assert_eq!(reply(&mut inst, "print:3"), "printed 3");
+        let seen = events.take();
+        assert_eq!(
+            lines(&seen, "stdout"),
+            ["stdout line 0", "stdout line 1", "stdout line 2"]
+        );
+        assert_eq!(
+            lines(&seen, "stderr"),
+            ["stderr line 0", "stderr line 1", "stderr line 2"]
+        );
+        for e in seen.iter().filter(|e| e.field("stream").is_some()) {
+            assert_eq!(e.field("stage"), Some("printer"), "{e:?}");
+            let expected = match e.field("stream") {
+                Some("stdout") => tracing::Level::INFO,
+                _ => tracing::Level::WARN,
+            };
+            assert_eq!(e.level, expected, "{e:?}");
+        }
+        assert_eq!(inst.stdio_lines_dropped(), 0);
+    });
+}
+
+#[test]
+fn plugin_output_is_rate_limited() {
+    capture::events(|events| {
+        let rt = runtime(None);
+        let plugin = hostile(&rt);
+        let mut inst = rt
+            .instantiate(&plugin, &ctx("chatty", &["default"], "{}"))
+            .unwrap();
+        events.take();
+        // 1,000 lines at once: the burst of 100 gets through, plus 100 a
+        // second of refill while the call runs.
+        let start = std::time::Instant::now();
+        assert_eq!(reply(&mut inst, "print:500"), "printed 500");
+        let refill = (start.elapsed().as_secs_f64() * 100.0) as usize;
+        let logged = events.take();
+        let n = lines(&logged, "stdout").len() + lines(&logged, "stderr").len();
+        assert!(n >= 100 && n <= 101 + refill, "{n} lines logged");
+        assert!(n < 1000, "nothing was dropped");
+        let dropped = inst.stdio_lines_dropped();
+        assert_eq!(dropped as usize, 1000 - n);
+        // Logging resumes once the bucket refills. What was dropped is
+        // summarised when logging resumes (at most once a second) and when
+        // the instance goes.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(reply(&mut inst, "print:1"), "printed 1");
+        drop(inst);
+        let after = events.take();
+        let summaries: Vec<_> = logged
+            .iter()
+            .chain(&after)
+            .filter(|e| e.field("dropped").is_some())
+            .collect();
+        assert!((1..=4).contains(&summaries.len()), "{summaries:?}");
+        for e in &summaries {
+            assert_eq!(e.level, tracing::Level::WARN);
+            assert_eq!(e.field("stage"), Some("chatty"));
+        }
+        let summarised: u64 = summaries
+            .iter()
+            .map(|e| e.field("dropped").unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(summarised, dropped);
+        assert_eq!(lines(&after, "stdout"), ["stdout line 0"]);
+    });
+}
+
+#[test]
+fn a_plugin_built_against_another_wit_version_is_refused() {
+    let err = runtime(None)
+        .load("old-stage", weir_test_programs::WRONG_WIT.as_ref())
+        .unwrap_err();
+    assert!(matches!(err, WasmError::Incompatible { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.starts_with("stage old-stage: "), "{msg}");
+    assert!(
+        msg.contains("targets another version of the contract, weir:plugin@0.0.9")
+            && msg.contains(&format!(
+                "this host implements weir:plugin@{}",
+                weir::wasm::WIT_VERSION
+            )),
+        "{msg}"
+    );
 }

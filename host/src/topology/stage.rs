@@ -321,7 +321,9 @@ impl Stage {
                     })?
             }
         };
-        let result = instance.process(builder.batch())?;
+        let result = instance.process(builder.batch());
+        self.metrics.memory_seen(instance.memory_high_water());
+        let result = result?;
         self.instance = Some(instance);
         Ok(result)
     }

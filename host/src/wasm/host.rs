@@ -3,19 +3,29 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::{log, metrics, state, types};
+use super::clocks::MonotonicClock;
+use super::limiter::Limiter;
+use super::stdio::Capture;
 use crate::metrics::{PluginMetricKey, Registry};
 use crate::state::{Scope, StateStore};
 
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limiter: Limiter,
+    /// The plugin's stdout and stderr.
+    pub(crate) stdio: Capture,
+    /// The monotonic clock the plugin sees (also installed in `wasi`).
+    pub(crate) monotonic: MonotonicClock,
+    /// When the call under way (`init` or `process`) must end: timers the
+    /// plugin waits on do not run past it (see `clocks`).
+    pub(crate) deadline: Instant,
     pub(crate) scope: Scope,
     pub(crate) state: Arc<dyn StateStore>,
     /// State writes of the `process` call under way, applied only when it

@@ -1,16 +1,23 @@
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use wasmtime::Store;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::pipe::ClosedInputStream;
 
 use super::bindings::Processor;
 use super::bindings::weir::plugin::types::{Batch, BatchResult, InitContext};
+use super::clocks::{MonotonicClock, WallClock};
 use super::error::{CallError, CallErrorKind, WasmError};
 use super::host::HostState;
+use super::limiter::{Limiter, MemoryLimitExceeded};
 use super::runtime::{EPOCH_TICK, Plugin, Runtime};
+use super::stdio::Capture;
 use crate::state::{STAGE_SCOPE, Scope};
+
+/// The most random bytes a plugin gets in one `wasi:random` call.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 /// What an instance of a stage's plugin is started with.
 #[derive(Debug, Clone)]
@@ -38,11 +45,24 @@ pub struct Instance {
     bindings: Processor,
     plugin: Arc<Plugin>,
     deadline_ticks: u64,
+    call_timeout: Duration,
 }
 
 impl Instance {
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
+    }
+
+    /// The most linear memory this instance has had, in bytes (all its
+    /// memories together; never more than the stage's memory limit). It
+    /// only grows: wasm memory does not shrink.
+    pub fn memory_high_water(&self) -> usize {
+        self.store.data().limiter.high_water()
+    }
+
+    /// Lines of stdout and stderr dropped by the rate limit so far.
+    pub fn stdio_lines_dropped(&self) -> u64 {
+        self.store.data().stdio.dropped_lines()
     }
 
     /// Runs `process` on one batch; state calls during it see the scope of
@@ -52,26 +72,33 @@ impl Instance {
         let host = self.store.data_mut();
         host.scope.partition = batch.partition;
         host.begin_call();
+        host.limiter.clear_refused();
+        host.deadline = Instant::now() + self.call_timeout;
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = self.bindings.call_process(&mut self.store, batch);
         self.store.data_mut().end_call(result.is_ok());
-        result.map_err(|e| classify(&self.store.data().scope.stage, e))
+        result.map_err(|e| classify(self.store.data(), e))
     }
 }
 
-fn classify(stage: &str, error: wasmtime::Error) -> CallError {
-    let kind = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => CallErrorKind::Timeout,
-        _ if format!("{error:?}").contains("forcing trap when growing memory") => {
-            CallErrorKind::Memory
-        }
-        _ => CallErrorKind::Trap,
+fn classify(host: &HostState, error: wasmtime::Error) -> CallError {
+    // The limiter turns a refused growth into a trap and remembers it, so
+    // a memory error is known without reading the error's text.
+    let kind = if host.limiter.refused() || error.downcast_ref::<MemoryLimitExceeded>().is_some() {
+        CallErrorKind::Memory
+    } else if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+        CallErrorKind::Timeout
+    } else {
+        CallErrorKind::Trap
     };
     CallError {
-        stage: stage.to_string(),
+        stage: host.scope.stage.to_string(),
         kind,
-        message: match kind {
-            CallErrorKind::Timeout => "interrupted: the call ran past its deadline".to_string(),
+        message: match (kind, error.downcast_ref::<MemoryLimitExceeded>()) {
+            (CallErrorKind::Timeout, _) => {
+                "interrupted: the call ran past its deadline".to_string()
+            }
+            (CallErrorKind::Memory, Some(exceeded)) => exceeded.to_string(),
             _ => format!("{error:#}"),
         },
     }
@@ -79,31 +106,45 @@ fn classify(stage: &str, error: wasmtime::Error) -> CallError {
 
 impl Runtime {
     /// Makes a fresh instance of `plugin` and calls its `init`.
+    ///
+    /// The instance gets the least privilege: no preopened directories (so no files), no arguments, no
+    /// environment but the variables in `ctx.env`, no sockets or name
+    /// lookups, a closed stdin, stdout and stderr captured into `tracing`,
+    /// and clocks frozen at zero unless `ctx.clock`. Its linear memory is
+    /// capped at `ctx.memory_limit` and each call at `ctx.call_timeout`.
     pub fn instantiate(
         &self,
         plugin: &Arc<Plugin>,
         ctx: &StageContext,
     ) -> Result<Instance, WasmError> {
-        // Least privilege: no preopened directories, environment, arguments
-        // or sockets; stdin is empty and stdout/stderr are discarded.
+        let stage: Arc<str> = ctx.stage.as_str().into();
+        let stdio = Capture::new(stage.clone());
+        let monotonic = MonotonicClock::new(!ctx.clock);
         let wasi = WasiCtx::builder()
+            .stdin(ClosedInputStream)
+            .stdout(stdio.stdout())
+            .stderr(stdio.stderr())
+            .envs(&ctx.env)
+            .wall_clock(WallClock { frozen: !ctx.clock })
+            .monotonic_clock(monotonic)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(ctx.memory_limit)
-            .instances(16)
-            .tables(64)
-            .memories(4)
-            .trap_on_grow_failure(true)
+            // Random bytes stay available: std's `HashMap` seeds itself
+            // from `wasi:random`, and they reveal nothing of the host. A
+            // request is capped, as the host allocates it outside the
+            // plugin's memory limit.
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits,
+            limiter: Limiter::new(ctx.memory_limit),
+            stdio,
+            monotonic,
+            deadline: Instant::now() + ctx.call_timeout,
             scope: Scope {
-                stage: ctx.stage.as_str().into(),
+                stage,
                 partition: STAGE_SCOPE,
             },
             state: self.state.clone(),
@@ -112,7 +153,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         let deadline_ticks = (ctx.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(deadline_ticks);
 
@@ -133,6 +174,7 @@ impl Runtime {
             stage: ctx.stage.clone(),
             reason,
         };
+        store.data_mut().deadline = Instant::now() + ctx.call_timeout;
         bindings
             .call_init(&mut store, &init)
             .map_err(|e| init_err(format!("trapped: {e:#}")))?
@@ -142,6 +184,7 @@ impl Runtime {
             bindings,
             plugin: plugin.clone(),
             deadline_ticks,
+            call_timeout: ctx.call_timeout,
         })
     }
 }

@@ -2,17 +2,31 @@
 //! [`Linker`](wasmtime::component::Linker) per process, an `InstancePre` per
 //! plugin ([`Plugin`]), a `Store` per instance ([`Instance`]). Instances are
 //! reused across batches and discarded after a trap.
+//!
+//! The sandbox of an instance (see [`Runtime::instantiate`]):
+//! - WASI gives it no files, arguments, sockets or name lookups, and no
+//!   environment but the variables the stage is granted; stdin is closed;
+//!   stdout and stderr go to `tracing`, rate limited ([`stdio`]); clocks
+//!   read zero unless the stage is granted the clock; random bytes stay.
+//! - Its linear memory is capped by a resource limiter that makes a refused
+//!   growth trap and records the high-water mark
+//!   ([`Instance::memory_high_water`]).
+//! - Each call has a deadline, enforced by epoch interruption in wasm code
+//!   and by bounding the timers it waits on in host calls.
 
 pub mod batch;
 mod bindings;
 mod cache;
+mod clocks;
 mod error;
 mod host;
 mod instance;
+mod limiter;
 mod runtime;
+pub mod stdio;
 
 pub use batch::{BatchBuilder, OutputRecord, ValidatedResult};
 pub use bindings::weir::plugin::types::{Batch, BatchResult};
 pub use error::{CallError, CallErrorKind, WasmError};
 pub use instance::{Instance, StageContext};
-pub use runtime::{Plugin, Runtime, RuntimeOptions};
+pub use runtime::{Plugin, Runtime, RuntimeOptions, WIT_VERSION};

@@ -1,3 +1,4 @@
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,6 +94,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| WasmError::Engine(e.to_string()))?;
+        super::clocks::bound_timers(&mut linker).map_err(|e| WasmError::Engine(e.to_string()))?;
         super::bindings::Processor::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s: &mut HostState| s,
@@ -153,17 +155,17 @@ impl Runtime {
         }
         .map_err(|e| compile_err(format!("{e:#}")))?;
 
-        let incompatible = |reason: String| WasmError::Incompatible {
+        let incompatible = |linker_error: wasmtime::Error| WasmError::Incompatible {
             stage: stage.into(),
             path: path.into(),
             version: WIT_VERSION,
-            reason,
+            reason: mismatch_reason(&self.engine, &component, &linker_error),
         };
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| incompatible(format!("{e:#}")))?;
-        let pre = ProcessorPre::new(pre).map_err(|e| incompatible(format!("{e:#}")))?;
+            .map_err(incompatible)?;
+        let pre = ProcessorPre::new(pre).map_err(incompatible)?;
         let load_time = start.elapsed();
         tracing::info!(
             stage,
@@ -180,5 +182,71 @@ impl Runtime {
             cached,
             load_time,
         })
+    }
+}
+
+/// Why a component does not link, for someone who has to fix it: which
+/// version of `weir:plugin` it targets if not this host's, what it imports
+/// and exports, and what the linker said.
+fn mismatch_reason(
+    engine: &Engine,
+    component: &Component,
+    linker_error: &wasmtime::Error,
+) -> String {
+    let ty = component.component_type();
+    let imports: Vec<&str> = ty.imports(engine).map(|(name, _)| name).collect();
+    let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    let versions: BTreeSet<&str> = imports
+        .iter()
+        .chain(&exports)
+        .filter_map(|name| name.strip_prefix("weir:plugin/"))
+        .filter_map(|name| name.split_once('@').map(|(_, version)| version))
+        .filter(|&version| version != WIT_VERSION)
+        .collect();
+    let what = if !versions.is_empty() {
+        let found: Vec<String> = versions
+            .iter()
+            .map(|v| format!("weir:plugin@{v}"))
+            .collect();
+        format!(
+            "the plugin targets another version of the contract, {}, but this host \
+             implements weir:plugin@{WIT_VERSION}; rebuild it against this version \
+             (the weir-plugin SDK of this weir release)",
+            found.join(" and ")
+        )
+    } else if !imports
+        .iter()
+        .chain(&exports)
+        .any(|name| name.starts_with("weir:plugin/"))
+    {
+        "the component uses no weir:plugin interface: is it a weir plugin?".to_string()
+    } else {
+        "its imports or exports do not have the types this host expects".to_string()
+    };
+    format!(
+        "{what} (it imports {}; it exports {}; the linker says: {linker_error:#})",
+        list(&imports),
+        list(&exports),
+    )
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "nothing".to_string();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wit_version_matches_the_contract() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        let package = format!("package weir:plugin@{};", super::WIT_VERSION);
+        assert!(wit.lines().any(|l| l.trim() == package), "{package}");
     }
 }
