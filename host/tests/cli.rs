@@ -145,6 +145,30 @@ fn validate_refuses_a_file_that_is_not_a_component() {
 }
 
 #[test]
+fn validate_and_run_refuse_a_plugin_built_for_another_contract_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = f1_pipeline("embedded", "127.0.0.1:0")
+        .replace(weir_test_programs::F1_DEGRADATION, weir_test_programs::WRONG_WIT);
+    let path = write_pipeline(dir.path(), &body);
+    for command in ["validate", "run"] {
+        let out = weir()
+            .arg(command)
+            .arg(&path)
+            .env("WEIR_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{command} accepted it");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("stage degradation:")
+                && stderr.contains("weir:plugin@0.0.9")
+                && stderr.contains("weir:plugin@0.1.0"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn run_refuses_a_public_admin_address_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_pipeline(dir.path(), &f1_pipeline("embedded", "0.0.0.0:0"));
