@@ -35,6 +35,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir-alert-lifecycle",
         "weir_alert_lifecycle",
     ),
+    ("CBAD", "weir-cbad", "weir_cbad"),
     ("HOSTILE", "weir-test-hostile", "weir_test_hostile"),
     // Built against weir:plugin@0.0.9: the host must refuse it.
     ("WRONG_WIT", "weir-test-wrong-wit", "weir_test_wrong_wit"),

@@ -147,8 +147,10 @@ fn validate_refuses_a_file_that_is_not_a_component() {
 #[test]
 fn validate_and_run_refuse_a_plugin_built_for_another_contract_version() {
     let dir = tempfile::tempdir().unwrap();
-    let body = f1_pipeline("embedded", "127.0.0.1:0")
-        .replace(weir_test_programs::F1_DEGRADATION, weir_test_programs::WRONG_WIT);
+    let body = f1_pipeline("embedded", "127.0.0.1:0").replace(
+        weir_test_programs::F1_DEGRADATION,
+        weir_test_programs::WRONG_WIT,
+    );
     let path = write_pipeline(dir.path(), &body);
     for command in ["validate", "run"] {
         let out = weir()

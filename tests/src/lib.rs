@@ -114,11 +114,29 @@ pub fn producer() -> FutureProducer {
 
 /// Produces `(key, value)` records and waits for every acknowledgement.
 pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
+    produce_with_header(topic, None, records).await
+}
+
+/// Like [`produce`], with header `name: value` (when given) on every record.
+pub async fn produce_with_header(
+    topic: &str,
+    header: Option<(&str, &str)>,
+    records: &[(String, Vec<u8>)],
+) {
     let producer = producer();
     let mut deliveries = Vec::with_capacity(records.len());
     for (key, value) in records {
         loop {
-            match producer.send_result(FutureRecord::to(topic).key(key).payload(value)) {
+            let mut record = FutureRecord::to(topic).key(key).payload(value);
+            if let Some((name, v)) = header {
+                record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                    rdkafka::message::Header {
+                        key: name,
+                        value: Some(v),
+                    },
+                ));
+            }
+            match producer.send_result(record) {
                 Ok(d) => {
                     deliveries.push(d);
                     break;
@@ -329,6 +347,18 @@ pub fn repo_pipeline(namespace: &str, group: &str) -> PipelineConfig {
         ),
         ("\"campus.".to_string(), format!("\"{namespace}.campus.")),
         ("\"fleet.".to_string(), format!("\"{namespace}.fleet.")),
+        (
+            "\"driftlock-events\"".to_string(),
+            format!("\"{namespace}.driftlock-events\""),
+        ),
+        (
+            "\"driftlock-anomalies\"".to_string(),
+            format!("\"{namespace}.driftlock-anomalies\""),
+        ),
+        (
+            "\"driftlock.".to_string(),
+            format!("\"{namespace}.driftlock."),
+        ),
     ];
     for (from, to) in renames {
         assert!(text.contains(&from), "pipeline.toml no longer has {from}");

@@ -198,8 +198,14 @@ async fn on_error_skip_drops_the_message_and_halt_stops_before_it() {
     let halt = start("halt").await;
     produce(&halt.input, &batch(21)).await;
     let ended = halt.weir.ended(SETTLE).await;
-    let err = format!("{:#}", ended.expect_err("a halted stage stops the pipeline"));
-    assert!(err.contains("on_error = \"halt\"") && err.contains("(trap)"), "{err}");
+    let err = format!(
+        "{:#}",
+        ended.expect_err("a halted stage stops the pipeline")
+    );
+    assert!(
+        err.contains("on_error = \"halt\"") && err.contains("(trap)"),
+        "{err}"
+    );
     // Nothing is committed past the failed message (offset 10 of its
     // partition); what came before it was published.
     let committed: i64 = committed(&halt.group, &halt.input).values().sum();
