@@ -2,17 +2,21 @@
 //! shutdown token fires.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use anyhow::Context;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::config::PipelineConfig;
+use crate::config::{Env, ProcessEnv};
 use crate::kafka::{KafkaClients, ensure_topics};
 use crate::metrics::Registry;
 use crate::state::MemoryState;
 use crate::topology::Topology;
+use crate::topology::reload::{Controller, ReloadOutcome, ReloadStatus, SharedStatus};
 use crate::wasm::{Runtime, RuntimeOptions, StageContext, WasmError};
 
 /// What `weir validate` learned about one stage's plugin.
@@ -65,13 +69,159 @@ fn stage_context(stage: &crate::config::StageConfig) -> StageContext {
     crate::topology::stage_context(stage)
 }
 
+/// How `run` runs a pipeline, beyond the pipeline itself.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub runtime: RuntimeOptions,
+    /// The environment pipeline.toml was read with; a reload reads the file
+    /// again with it.
+    pub env: Arc<dyn Env + Send + Sync>,
+    /// Reload when pipeline.toml or a plugin file changes.
+    pub watch: bool,
+    /// Requests to the admin API that change state need this bearer token.
+    pub admin_token: Option<String>,
+    pub reload: ReloadHandle,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            runtime: RuntimeOptions::default(),
+            env: Arc::new(ProcessEnv),
+            watch: true,
+            admin_token: None,
+            reload: ReloadHandle::default(),
+        }
+    }
+}
+
+/// Triggers reloads from outside the pipeline (the admin API, SIGHUP,
+/// tests) and reads their outcome. Usable once `run` has started.
+#[derive(Clone, Default)]
+pub struct ReloadHandle {
+    inner: Arc<ReloadInner>,
+}
+
+#[derive(Default)]
+struct ReloadInner {
+    requests: OnceLock<mpsc::UnboundedSender<ReloadRequest>>,
+    status: OnceLock<SharedStatus>,
+}
+
+struct ReloadRequest {
+    trigger: &'static str,
+    reply: oneshot::Sender<ReloadOutcome>,
+}
+
+impl ReloadHandle {
+    /// Reloads now; `None` when no pipeline is running.
+    pub async fn reload(&self, trigger: &'static str) -> Option<ReloadOutcome> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .requests
+            .get()?
+            .send(ReloadRequest { trigger, reply })
+            .ok()?;
+        outcome.await.ok()
+    }
+
+    /// The running generation and the last reload; `None` before `run`.
+    pub fn status(&self) -> Option<ReloadStatus> {
+        let status = self.inner.status.get()?;
+        Some(status.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+async fn reload_blocking(
+    controller: &Arc<Mutex<Controller>>,
+    trigger: &'static str,
+    requested_at: Instant,
+) -> ReloadOutcome {
+    let controller = controller.clone();
+    tokio::task::spawn_blocking(move || {
+        controller
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reload(trigger, requested_at)
+    })
+    .await
+    .unwrap_or_else(|e| ReloadOutcome {
+        ok: false,
+        trigger: trigger.to_string(),
+        error: Some(format!("reload panicked: {e}")),
+        generation: 0,
+        at_ms: 0,
+        duration_ms: 0,
+        swapped: Vec::new(),
+    })
+}
+
+/// Serves reload requests and, when watching, file changes (debounced),
+/// one reload at a time, until `shutdown`.
+fn spawn_reloader(
+    controller: Controller,
+    watch: bool,
+    handle: &ReloadHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (req_tx, mut requests) = mpsc::unbounded_channel::<ReloadRequest>();
+    let _ = handle.inner.requests.set(req_tx);
+    let _ = handle.inner.status.set(controller.status());
+    let (fs_tx, mut changes) = mpsc::unbounded_channel::<()>();
+    let mut watched = controller.watched_files();
+    let mut watcher = if watch {
+        Some(
+            crate::watch::watch(&watched, fs_tx.clone())
+                .context("watching the pipeline's files")?,
+        )
+    } else {
+        None
+    };
+    let controller = Arc::new(Mutex::new(controller));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(req) = requests.recv() => {
+                    let outcome = reload_blocking(&controller, req.trigger, Instant::now()).await;
+                    let _ = req.reply.send(outcome);
+                }
+                Some(()) = changes.recv() => {
+                    let first = Instant::now();
+                    loop {
+                        tokio::select! {
+                            Some(()) = changes.recv() => continue,
+                            _ = tokio::time::sleep(crate::watch::QUIET) => break,
+                        }
+                    }
+                    reload_blocking(&controller, "watch", first).await;
+                }
+            }
+            // A reload may point a stage at another plugin file.
+            let now = controller
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .watched_files();
+            if watcher.is_some() && now != watched {
+                match crate::watch::watch(&now, fs_tx.clone()) {
+                    Ok(w) => watcher = Some(w),
+                    Err(e) => tracing::warn!(error = %e, "cannot watch the new plugin files"),
+                }
+                watched = now;
+            }
+        }
+        drop(watcher);
+    });
+    Ok(())
+}
+
 /// Runs a pipeline against `bootstrap` until `shutdown` is cancelled, then
 /// stops every stage cleanly (in-flight batches finish, offsets commit).
 pub async fn run(
     config: PipelineConfig,
     bootstrap: String,
     embedded: bool,
-    options: RuntimeOptions,
+    options: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let clients = KafkaClients::new(bootstrap.clone(), &config.kafka);
@@ -81,13 +231,15 @@ pub async fn run(
 
     let metrics = Arc::new(Registry::default());
     let runtime = Arc::new(Runtime::new(
-        options,
+        options.runtime.clone(),
         Arc::new(MemoryState::default()),
         metrics.clone(),
     )?);
     let topology = Topology::build(&config, &runtime, &clients)?;
 
-    let admin_state = AdminState::new(bootstrap, embedded, metrics);
+    let admin_state = AdminState::new(bootstrap, embedded, metrics)
+        .with_reload(options.reload.clone())
+        .with_token(options.admin_token.clone());
     let listener = bind(config.admin.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "admin API listening");
     let server = {
@@ -102,6 +254,14 @@ pub async fn run(
 
     let running = topology.start(shutdown.clone())?;
     admin_state.set_stages(running.stages.clone());
+    let controller = Controller::new(
+        config.clone(),
+        options.env.clone(),
+        runtime.clone(),
+        running.swaps.clone(),
+        running.digests(),
+    );
+    spawn_reloader(controller, options.watch, &options.reload, shutdown.clone())?;
     let result = running.wait().await;
     // A failed stage stops the whole pipeline, admin server included.
     shutdown.cancel();

@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod state;
 pub mod topology;
 pub mod wasm;
+pub mod watch;

@@ -31,6 +31,10 @@ enum Command {
         /// Overrides `[admin].listen`.
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<std::net::SocketAddr>,
+        /// Do not reload when pipeline.toml or a plugin file changes
+        /// (`POST /api/v1/reload` and SIGHUP still reload).
+        #[arg(long)]
+        no_watch: bool,
     },
 }
 
@@ -46,7 +50,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { path } => validate(&path),
-        Command::Run { path, admin_listen } => run(&path, admin_listen),
+        Command::Run {
+            path,
+            admin_listen,
+            no_watch,
+        } => run(&path, admin_listen, !no_watch),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,7 +128,11 @@ fn describe_grants(stage: &config::StageConfig) -> String {
     }
 }
 
-fn run(path: &std::path::Path, admin_listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+fn run(
+    path: &std::path::Path,
+    admin_listen: Option<std::net::SocketAddr>,
+    watch: bool,
+) -> anyhow::Result<()> {
     let mut config = config::load(path, &ProcessEnv)?;
     if let Some(listen) = admin_listen {
         config.admin.listen = listen;
@@ -147,11 +159,22 @@ fn run(path: &std::path::Path, admin_listen: Option<std::net::SocketAddr>) -> an
     };
     let shutdown = CancellationToken::new();
     rt.spawn(signal(shutdown.clone()));
+    let options = weir::app::RunOptions {
+        runtime: RuntimeOptions::from_env(),
+        env: std::sync::Arc::new(ProcessEnv),
+        watch,
+        admin_token: std::env::var("WEIR_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        reload: weir::app::ReloadHandle::default(),
+    };
+    #[cfg(unix)]
+    rt.spawn(reload_on_sighup(options.reload.clone()));
     let result = rt.block_on(weir::app::run(
         config,
         bootstrap,
         embedded.is_some(),
-        RuntimeOptions::from_env(),
+        options,
         shutdown,
     ));
     drop(embedded);
@@ -170,6 +193,22 @@ fn check_admin_exposure(config: &config::PipelineConfig) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// SIGHUP reloads, as it does for most daemons.
+#[cfg(unix)]
+async fn reload_on_sighup(handle: weir::app::ReloadHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        handle.reload("signal").await;
+    }
 }
 
 async fn signal(shutdown: CancellationToken) {

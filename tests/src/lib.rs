@@ -67,20 +67,37 @@ pub fn pipeline(toml: &str, env: &[(&str, &str)]) -> PipelineConfig {
 /// A pipeline running in this process against the test broker.
 pub struct Weir {
     pub shutdown: CancellationToken,
+    pub reload: weir::app::ReloadHandle,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Weir {
     pub fn start(config: PipelineConfig) -> Weir {
+        // The fixtures do not change under a test; reloads are tested with
+        // `start_with`.
+        let options = weir::app::RunOptions {
+            watch: false,
+            ..weir::app::RunOptions::default()
+        };
+        Self::start_with(config, options)
+    }
+
+    /// Starts it with `options`; its reload handle stays reachable.
+    pub fn start_with(config: PipelineConfig, options: weir::app::RunOptions) -> Weir {
         let shutdown = CancellationToken::new();
+        let reload = options.reload.clone();
         let task = tokio::spawn(weir::app::run(
             config,
             bootstrap(),
             false,
-            weir::wasm::RuntimeOptions::default(),
+            options,
             shutdown.clone(),
         ));
-        Weir { shutdown, task }
+        Weir {
+            shutdown,
+            task,
+            reload,
+        }
     }
 
     /// Waits, up to `timeout`, for it to end on its own (a halted stage

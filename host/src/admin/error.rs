@@ -9,6 +9,11 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("this request changes state and needs `Authorization: Bearer <WEIR_ADMIN_TOKEN>`")]
+    Unauthorized,
+    /// The request was understood but failed (a reload that was refused).
+    #[error("{0}")]
+    Unprocessable(String),
 }
 
 impl IntoResponse for AppError {
@@ -16,6 +21,8 @@ impl IntoResponse for AppError {
         let status = match &self {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         (
             status,

@@ -7,15 +7,19 @@ mod error;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
 pub use error::AppError;
 
+use crate::app::ReloadHandle;
 use crate::metrics::{Registry, StageSnapshot};
 use crate::topology::StageInfo;
+use crate::topology::reload::{ReloadOutcome, ReloadStatus};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -28,6 +32,9 @@ struct Inner {
     embedded_broker: bool,
     metrics: Arc<Registry>,
     stages: RwLock<Vec<StageInfo>>,
+    reload: ReloadHandle,
+    /// When set, requests that change state must carry it as a bearer token.
+    token: Option<String>,
 }
 
 impl AdminState {
@@ -39,8 +46,26 @@ impl AdminState {
                 embedded_broker,
                 metrics,
                 stages: RwLock::new(Vec::new()),
+                reload: ReloadHandle::default(),
+                token: None,
             }),
         }
+    }
+
+    /// Reloads go through `handle`.
+    pub fn with_reload(mut self, handle: ReloadHandle) -> Self {
+        self.inner_mut().reload = handle;
+        self
+    }
+
+    /// Requests that change state need `token`.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.inner_mut().token = token;
+        self
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner).expect("configured before it is shared")
     }
 
     pub fn set_stages(&self, stages: Vec<StageInfo>) {
@@ -57,13 +82,51 @@ impl AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
+    // Everything that changes state sits behind the token check.
+    let changes = Router::new()
+        .route("/api/v1/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .merge(changes)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
         .route("/api/v1/stages", get(stages))
         .route("/api/v1/stages/{stage}", get(stage))
         .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AppError> {
+    if let Some(token) = &state.inner.token {
+        let given = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return Err(AppError::Unauthorized);
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Reads pipeline.toml and the plugin files again and swaps in what
+/// changed, as a file change would; answers with the outcome.
+async fn reload(State(state): State<AdminState>) -> Result<Json<ReloadOutcome>, AppError> {
+    let outcome = state
+        .inner
+        .reload
+        .reload("api")
+        .await
+        .ok_or_else(|| AppError::Unavailable("no pipeline is running".into()))?;
+    match &outcome.error {
+        Some(error) => Err(AppError::Unprocessable(format!("reload failed: {error}"))),
+        None => Ok(Json(outcome)),
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -90,6 +153,9 @@ struct Status {
     bootstrap_servers: String,
     embedded_broker: bool,
     uptime_seconds: u64,
+    /// The running generation, each stage's plugin digest, and the last
+    /// reload's outcome.
+    reload: Option<ReloadStatus>,
     stages: Vec<StageStatus>,
 }
 
@@ -114,6 +180,7 @@ async fn status(State(state): State<AdminState>) -> Json<Status> {
             .elapsed()
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        reload: state.inner.reload.status(),
         stages,
     })
 }
@@ -212,5 +279,49 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
+    }
+
+    async fn post(
+        router: Router,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::post(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = router
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn changes_need_the_token_when_one_is_set() {
+        let open = router(state());
+        // No token configured (loopback): the request reaches the handler,
+        // which has no running pipeline to reload.
+        let (code, body) = post(open, "/api/v1/reload", None).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+        let guarded = || router(state().with_token(Some("s3cret".into())));
+        let (code, body) = post(guarded(), "/api/v1/reload", None).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        assert!(body["error"].as_str().unwrap().contains("Bearer"));
+        let (code, _) = post(guarded(), "/api/v1/reload", Some("wrong")).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        let (code, _) = post(guarded(), "/api/v1/reload", Some("s3cret")).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        // Reading needs no token.
+        let (code, _) = get_json(guarded(), "/api/v1/status").await;
+        assert_eq!(code, StatusCode::OK);
     }
 }

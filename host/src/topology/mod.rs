@@ -7,10 +7,12 @@
 
 mod ack;
 mod dead_letter;
+pub mod reload;
 mod stage;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -47,12 +49,25 @@ pub struct StageInfo {
 /// Stages built and ready to start.
 pub struct Topology {
     stages: Vec<Stage>,
+    swaps: BTreeMap<String, SyncSender<reload::Swap>>,
 }
 
 /// Stages running, each on its own thread.
 pub struct RunningTopology {
     tasks: Vec<(String, oneshot::Receiver<Result<(), TopologyError>>)>,
     pub stages: Vec<StageInfo>,
+    /// Where a stage takes its next plugin instance from, by stage.
+    pub swaps: BTreeMap<String, SyncSender<reload::Swap>>,
+}
+
+impl RunningTopology {
+    /// Each stage's plugin digest.
+    pub fn digests(&self) -> BTreeMap<String, String> {
+        self.stages
+            .iter()
+            .map(|s| (s.name.clone(), s.plugin_digest.clone()))
+            .collect()
+    }
 }
 
 /// What a stage's plugin instances are started with.
@@ -83,6 +98,7 @@ impl Topology {
         clients: &KafkaClients,
     ) -> Result<Self, TopologyError> {
         let mut stages = Vec::new();
+        let mut swaps = BTreeMap::new();
         for sc in &config.stages {
             let plugin = Arc::new(runtime.load(&sc.name, &sc.plugin)?);
             let ctx = stage_context(sc);
@@ -94,17 +110,24 @@ impl Topology {
             // A producer per stage: its delivery reports go straight to the
             // stage that waits for them.
             let producer = clients.producer(ack::Deliveries::default())?;
+            // Room for a few generations; the stage takes them between
+            // batches.
+            let (swap_tx, swap_rx) = sync_channel(4);
+            swaps.insert(sc.name.clone(), swap_tx);
             stages.push(Stage::new(
                 sc.clone(),
                 ctx,
                 runtime.clone(),
                 plugin,
                 instance,
-                consumer,
-                producer,
+                stage::StageIo {
+                    consumer,
+                    producer,
+                    swaps: swap_rx,
+                },
             ));
         }
-        Ok(Topology { stages })
+        Ok(Topology { stages, swaps })
     }
 
     pub fn start(self, shutdown: CancellationToken) -> Result<RunningTopology, TopologyError> {
@@ -143,6 +166,7 @@ impl Topology {
         Ok(RunningTopology {
             tasks,
             stages: infos,
+            swaps: self.swaps,
         })
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -21,6 +22,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::{Deliveries, Delivery, Ledger, Tag};
+use super::reload::Swap;
 use super::{StageInfo, TopologyError, dead_letter};
 use crate::config::{OnError, StageConfig};
 use crate::kafka::KafkaError;
@@ -42,6 +44,16 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub type StageProducer = ThreadedProducer<Deliveries>;
 
+/// A stage's connections: Kafka both ways, and reloads.
+pub struct StageIo {
+    pub consumer: BaseConsumer,
+    pub producer: StageProducer,
+    pub swaps: Receiver<Swap>,
+}
+
+/// The header naming the reload generation that produced a record.
+pub const GENERATION: &str = "weir.generation";
+
 pub struct Stage {
     config: StageConfig,
     ctx: StageContext,
@@ -55,6 +67,10 @@ pub struct Stage {
     /// Output topics, indexed like `ctx.outputs`.
     topics: Vec<String>,
     metrics: Arc<StageMetrics>,
+    /// New plugin instances from reloads, taken between batches.
+    swaps: Receiver<Swap>,
+    /// The generation running, as the `weir.generation` header carries it.
+    generation: String,
 }
 
 /// What became of one input message.
@@ -81,9 +97,13 @@ impl Stage {
         runtime: Arc<Runtime>,
         plugin: Arc<Plugin>,
         instance: Instance,
-        consumer: BaseConsumer,
-        producer: StageProducer,
+        io: StageIo,
     ) -> Self {
+        let StageIo {
+            consumer,
+            producer,
+            swaps,
+        } = io;
         let topics = ctx
             .outputs
             .iter()
@@ -100,6 +120,29 @@ impl Stage {
             producer,
             topics,
             metrics,
+            swaps,
+            generation: "1".into(),
+        }
+    }
+
+    /// Takes the newest plugin instance a reload prepared, between batches:
+    /// no batch ever runs on half of one version and half of another.
+    fn take_swaps(&mut self) {
+        while let Ok(swap) = self.swaps.try_recv() {
+            let started = Instant::now();
+            self.config = swap.config;
+            self.ctx = swap.ctx;
+            self.plugin = swap.plugin;
+            self.instance = Some(swap.instance);
+            self.generation = swap.generation.to_string();
+            tracing::info!(
+                stage = self.config.name,
+                generation = swap.generation,
+                digest = &self.plugin.digest[..12],
+                change_to_live_ms = swap.requested_at.elapsed().as_millis() as u64,
+                swap_pause_us = started.elapsed().as_micros() as u64,
+                "plugin swapped in"
+            );
         }
     }
 
@@ -144,6 +187,7 @@ impl Stage {
             if shutdown.is_cancelled() {
                 break Ok(());
             }
+            self.take_swaps();
             let batch = self.next_batch(&consumer);
             if !batch.is_empty() {
                 match self.handle(&batch, &mut ledger, &shutdown) {
@@ -363,17 +407,25 @@ impl Stage {
                         if let Some(ts) = timestamp {
                             record = record.timestamp(ts);
                         }
-                        let mut headers = o.headers().peekable();
-                        if headers.peek().is_some() {
-                            let mut owned = OwnedHeaders::new();
-                            for (key, value) in headers {
-                                owned = owned.insert(Header {
-                                    key,
-                                    value: Some(value),
-                                });
-                            }
-                            record = record.headers(owned);
+                        // Every output says which plugin build and which
+                        // generation made it.
+                        let mut owned = OwnedHeaders::new_with_capacity(o.headers().count() + 2);
+                        for (key, value) in o.headers() {
+                            owned = owned.insert(Header {
+                                key,
+                                value: Some(value),
+                            });
                         }
+                        owned = owned
+                            .insert(Header {
+                                key: dead_letter::PLUGIN_DIGEST,
+                                value: Some(self.plugin.digest.as_str()),
+                            })
+                            .insert(Header {
+                                key: GENERATION,
+                                value: Some(self.generation.as_str()),
+                            });
+                        record = record.headers(owned);
                         match self.send(record, shutdown)? {
                             Ok(()) => sent += 1,
                             // The broker will never take this record (too
