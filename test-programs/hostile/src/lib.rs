@@ -16,6 +16,7 @@
 //! | `print:N`    | prints N lines to stdout (`stdout line i`) and N to stderr (`stderr line i`); emits `printed N` |
 //! | `big:N`      | emits one record of N bytes |
 //! | `many:N`     | emits N records (`0`, `1`, ...) |
+//! | `count:K`    | adds 1 to counter `count/K` in keyed state; emits `K=<count>` (state across instances and plugin swaps) |
 //!
 //! Every emitted record goes to the `default` output.
 
@@ -153,6 +154,15 @@ impl Processor for Hostile {
                 let n = arg(value, "big:").ok_or("bad big:N")?;
                 out.emit(self.out, &vec![b'x'; n]);
                 return Ok(());
+            }
+            _ if value.starts_with("count:") => {
+                let key = format!("count/{}", &value[6..]);
+                let n = state::get(key.as_bytes())
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                    .map_or(0, u64::from_le_bytes)
+                    + 1;
+                state::set(key.as_bytes(), &n.to_le_bytes());
+                format!("{}={n}", &value[6..])
             }
             _ if value.starts_with("many:") => {
                 let n = arg(value, "many:").ok_or("bad many:N")?;
