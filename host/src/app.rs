@@ -253,13 +253,14 @@ pub async fn run(
     };
 
     let running = topology.start(shutdown.clone())?;
-    admin_state.set_stages(running.stages.clone());
+    admin_state.set_running(running.running.clone());
     let controller = Controller::new(
         config.clone(),
         options.env.clone(),
         runtime.clone(),
-        running.swaps.clone(),
-        running.digests(),
+        clients.clone(),
+        running.running.clone(),
+        shutdown.clone(),
     );
     spawn_reloader(controller, options.watch, &options.reload, shutdown.clone())?;
     let result = running.wait().await;

@@ -270,3 +270,155 @@ async fn plugins_swap_under_load_and_only_move_forward() {
     tracing::info!(?change_to_ready, "reload timings");
     println!("change to ready: {change_to_ready:?}");
 }
+
+fn two_stage_text(second: bool, counter_batch: usize) -> String {
+    let mut text = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[topic]]
+name = "{{prefix}}.in"
+partitions = 2
+[[topic]]
+name = "{{prefix}}.out"
+partitions = 2
+[[topic]]
+name = "{{prefix}}.dlq"
+partitions = 1
+
+[[stage]]
+name = "counter"
+plugin = "plugin.wasm"
+inputs = ["{{prefix}}.in"]
+outputs = {{ default = "{{prefix}}.out" }}
+dead_letter = "{{prefix}}.dlq"
+batch = {{ max_messages = {counter_batch} }}
+"#
+    );
+    if second {
+        text.push_str(
+            r#"
+[[topic]]
+name = "{prefix}.in2"
+partitions = 1
+[[topic]]
+name = "{prefix}.out2"
+partitions = 1
+
+[[stage]]
+name = "echo"
+plugin = "plugin.wasm"
+inputs = ["{prefix}.in2"]
+outputs = { default = "{prefix}.out2" }
+dead_letter = "{prefix}.dlq"
+"#,
+        );
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_edits_add_remove_and_rebuild_stages() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique_prefix("edits");
+    let group = unique_prefix("group");
+    let env: HashMap<String, String> = [
+        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap()),
+        ("KAFKA_TOPIC_PREFIX", prefix.clone()),
+        ("KAFKA_CONSUMER_GROUP", group.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    std::fs::copy(weir_test_programs::HOSTILE, dir.path().join("plugin.wasm")).unwrap();
+    let toml = dir.path().join("pipeline.toml");
+    std::fs::write(&toml, two_stage_text(false, 256)).unwrap();
+    let config = weir::config::load(&toml, &env).unwrap_or_else(|e| panic!("{e}"));
+    let weir = Weir::start_with(
+        config,
+        weir::app::RunOptions {
+            env: Arc::new(env),
+            watch: true,
+            ..weir::app::RunOptions::default()
+        },
+    );
+    let t = |name: &str| format!("{prefix}.{name}");
+    wait_for(&weir, "the pipeline to run", |s| s.generation == 1).await;
+    let counts = |n: usize| -> Vec<(String, Vec<u8>)> {
+        (0..n)
+            .map(|_| ("k".to_string(), b"count:k".to_vec()))
+            .collect()
+    };
+    produce(&t("in"), &counts(10)).await;
+    settled(
+        &format!("{group}.counter"),
+        &[&t("in")],
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Adding a stage (and its topics) starts it.
+    std::fs::write(&toml, two_stage_text(true, 256)).unwrap();
+    let s = wait_for(&weir, "echo to be added", |s| s.generation == 2).await;
+    assert!(s.digests.contains_key("echo"), "{s:?}");
+    assert_eq!(s.last.unwrap().swapped, vec!["added echo".to_string()]);
+    produce(&t("in2"), &counts(100)).await;
+    settled(
+        &format!("{group}.echo"),
+        &[&t("in2")],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(read_all(&t("out2")).len(), 100);
+
+    // Removing it stops it, with its offsets committed.
+    std::fs::write(&toml, two_stage_text(false, 256)).unwrap();
+    let s = wait_for(&weir, "echo to be removed", |s| s.generation == 3).await;
+    assert!(!s.digests.contains_key("echo"), "{s:?}");
+    let committed: i64 = committed(&format!("{group}.echo"), &t("in2"))
+        .values()
+        .sum();
+    assert_eq!(committed, 100);
+
+    // A changed batch setting rebuilds the counter stage; it resumes from
+    // its committed offsets and its keyed state.
+    std::fs::write(&toml, two_stage_text(false, 32)).unwrap();
+    let s = wait_for(&weir, "counter to be rebuilt", |s| s.generation == 4).await;
+    assert_eq!(
+        s.last.unwrap().swapped,
+        vec!["restarted counter".to_string()]
+    );
+    produce(&t("in"), &counts(10)).await;
+    settled(
+        &format!("{group}.counter"),
+        &[&t("in")],
+        Duration::from_secs(60),
+    )
+    .await;
+    let out: Vec<String> = read_all(&t("out"))
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload().unwrap()).into_owned())
+        .collect();
+    let expected: Vec<String> = (1..=20).map(|n| format!("k={n}")).collect();
+    assert_eq!(out, expected);
+
+    // A [kafka] change is refused: it takes a restart.
+    std::fs::write(
+        &toml,
+        format!(
+            "[kafka.options]\n\"linger.ms\" = \"1\"\n{}",
+            two_stage_text(false, 32)
+        ),
+    )
+    .unwrap();
+    let s = wait_for(&weir, "the [kafka] edit to be refused", |s| {
+        s.last.as_ref().is_some_and(|l| !l.ok)
+    })
+    .await;
+    assert_eq!(s.generation, 4);
+    let error = s.last.unwrap().error.unwrap();
+    assert!(error.contains("[kafka] changed"), "{error}");
+    weir.stop().await.expect("clean shutdown");
+}

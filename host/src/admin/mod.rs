@@ -18,8 +18,8 @@ pub use error::AppError;
 
 use crate::app::ReloadHandle;
 use crate::metrics::{Registry, StageSnapshot};
-use crate::topology::StageInfo;
 use crate::topology::reload::{ReloadOutcome, ReloadStatus};
+use crate::topology::{Running, StageInfo};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -32,6 +32,8 @@ struct Inner {
     embedded_broker: bool,
     metrics: Arc<Registry>,
     stages: RwLock<Vec<StageInfo>>,
+    /// The live set of stages, which reloads change; `stages` until set.
+    running: RwLock<Option<Running>>,
     reload: ReloadHandle,
     /// When set, requests that change state must carry it as a bearer token.
     token: Option<String>,
@@ -46,6 +48,7 @@ impl AdminState {
                 embedded_broker,
                 metrics,
                 stages: RwLock::new(Vec::new()),
+                running: RwLock::new(None),
                 reload: ReloadHandle::default(),
                 token: None,
             }),
@@ -72,7 +75,19 @@ impl AdminState {
         *self.inner.stages.write().unwrap_or_else(|e| e.into_inner()) = stages;
     }
 
+    /// Shows the stages of a running pipeline, as reloads change them.
+    pub fn set_running(&self, running: Running) {
+        *self
+            .inner
+            .running
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(running);
+    }
+
     fn stages(&self) -> Vec<StageInfo> {
+        if let Some(running) = &*self.inner.running.read().unwrap_or_else(|e| e.into_inner()) {
+            return running.infos();
+        }
         self.inner
             .stages
             .read()

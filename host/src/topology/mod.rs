@@ -11,8 +11,8 @@ pub mod reload;
 mod stage;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -48,26 +48,58 @@ pub struct StageInfo {
 
 /// Stages built and ready to start.
 pub struct Topology {
-    stages: Vec<Stage>,
-    swaps: BTreeMap<String, SyncSender<reload::Swap>>,
+    stages: Vec<(Stage, SyncSender<reload::Swap>)>,
+}
+
+/// A running stage, as the pipeline keeps track of it.
+pub struct StageHandle {
+    pub info: StageInfo,
+    /// Stops this stage alone (it drains and commits).
+    pub stop: CancellationToken,
+    pub done: oneshot::Receiver<Result<(), TopologyError>>,
+    /// Where the stage takes its next plugin instance from.
+    pub swaps: SyncSender<reload::Swap>,
+}
+
+/// The stages running now, by name; reloads add and remove entries.
+#[derive(Clone, Default)]
+pub struct Running {
+    stages: Arc<Mutex<BTreeMap<String, StageHandle>>>,
+}
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StageHandle>> {
+        self.stages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn infos(&self) -> Vec<StageInfo> {
+        self.lock().values().map(|h| h.info.clone()).collect()
+    }
+
+    pub fn insert(&self, handle: StageHandle) {
+        self.lock().insert(handle.info.name.clone(), handle);
+    }
+
+    pub fn remove(&self, name: &str) -> Option<StageHandle> {
+        self.lock().remove(name)
+    }
+
+    pub fn swaps(&self, name: &str) -> Option<SyncSender<reload::Swap>> {
+        self.lock().get(name).map(|h| h.swaps.clone())
+    }
+
+    /// Updates what the admin API shows of a stage after a swap.
+    pub fn set_digest(&self, name: &str, digest: &str) {
+        if let Some(h) = self.lock().get_mut(name) {
+            h.info.plugin_digest = digest.to_string();
+        }
+    }
 }
 
 /// Stages running, each on its own thread.
 pub struct RunningTopology {
-    tasks: Vec<(String, oneshot::Receiver<Result<(), TopologyError>>)>,
-    pub stages: Vec<StageInfo>,
-    /// Where a stage takes its next plugin instance from, by stage.
-    pub swaps: BTreeMap<String, SyncSender<reload::Swap>>,
-}
-
-impl RunningTopology {
-    /// Each stage's plugin digest.
-    pub fn digests(&self) -> BTreeMap<String, String> {
-        self.stages
-            .iter()
-            .map(|s| (s.name.clone(), s.plugin_digest.clone()))
-            .collect()
-    }
+    pub running: Running,
+    pipeline: CancellationToken,
 }
 
 /// What a stage's plugin instances are started with.
@@ -91,93 +123,124 @@ pub fn stage_context(stage: &StageConfig) -> StageContext {
     }
 }
 
+/// Builds one stage: loads and initialises its plugin, creates its
+/// consumer and producer. Everything that can fail about a stage fails
+/// here, before it runs.
+pub fn build_stage(
+    sc: &StageConfig,
+    config: &PipelineConfig,
+    runtime: &Arc<Runtime>,
+    clients: &KafkaClients,
+    generation: u64,
+) -> Result<(Stage, SyncSender<reload::Swap>), TopologyError> {
+    let plugin = Arc::new(runtime.load(&sc.name, &sc.plugin)?);
+    let ctx = stage_context(sc);
+    // Instantiating runs the plugin's init: a bad [stage.config] fails
+    // here, before any stage consumes.
+    let instance = runtime.instantiate(&plugin, &ctx)?;
+    let group = config.kafka.consumer_group(&sc.name);
+    let consumer = clients.consumer(&group)?;
+    // A producer per stage: its delivery reports go straight to the
+    // stage that waits for them.
+    let producer = clients.producer(ack::Deliveries::default())?;
+    // Room for a few generations; the stage takes them between batches.
+    let (swap_tx, swap_rx) = sync_channel(4);
+    let stage = Stage::new(
+        sc.clone(),
+        ctx,
+        runtime.clone(),
+        plugin,
+        instance,
+        stage::StageIo {
+            consumer,
+            producer,
+            swaps: swap_rx,
+        },
+        generation,
+    );
+    Ok((stage, swap_tx))
+}
+
+/// Starts `stage` on a thread of its own. It stops when `pipeline` is
+/// cancelled or its handle's `stop` is; if it fails, it cancels `pipeline`
+/// so the other stages drain and commit rather than run on unwatched.
+pub fn start_stage(
+    stage: Stage,
+    swaps: SyncSender<reload::Swap>,
+    pipeline: &CancellationToken,
+) -> Result<StageHandle, TopologyError> {
+    let info = stage.info();
+    stage.subscribe()?;
+    let name = stage.name().to_string();
+    let (done_tx, done) = oneshot::channel();
+    let stop = pipeline.child_token();
+    let (pipeline, stop_stage) = (pipeline.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name(format!("weir-stage-{name}"))
+        .spawn(move || {
+            let stage_name = stage.name().to_string();
+            let run = std::panic::AssertUnwindSafe(|| stage.run(stop_stage));
+            let result = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                Err(TopologyError::StageFailed {
+                    stage: stage_name,
+                    reason: "its thread panicked".into(),
+                })
+            });
+            if result.is_err() {
+                pipeline.cancel();
+            }
+            let _ = done_tx.send(result);
+        })
+        .map_err(|e| TopologyError::StageFailed {
+            stage: name.clone(),
+            reason: format!("cannot start its thread: {e}"),
+        })?;
+    Ok(StageHandle {
+        info,
+        stop,
+        done,
+        swaps,
+    })
+}
+
 impl Topology {
     pub fn build(
         config: &PipelineConfig,
         runtime: &Arc<Runtime>,
         clients: &KafkaClients,
     ) -> Result<Self, TopologyError> {
-        let mut stages = Vec::new();
-        let mut swaps = BTreeMap::new();
-        for sc in &config.stages {
-            let plugin = Arc::new(runtime.load(&sc.name, &sc.plugin)?);
-            let ctx = stage_context(sc);
-            // Instantiating runs the plugin's init: a bad [stage.config] fails
-            // here, before any stage consumes.
-            let instance = runtime.instantiate(&plugin, &ctx)?;
-            let group = config.kafka.consumer_group(&sc.name);
-            let consumer = clients.consumer(&group)?;
-            // A producer per stage: its delivery reports go straight to the
-            // stage that waits for them.
-            let producer = clients.producer(ack::Deliveries::default())?;
-            // Room for a few generations; the stage takes them between
-            // batches.
-            let (swap_tx, swap_rx) = sync_channel(4);
-            swaps.insert(sc.name.clone(), swap_tx);
-            stages.push(Stage::new(
-                sc.clone(),
-                ctx,
-                runtime.clone(),
-                plugin,
-                instance,
-                stage::StageIo {
-                    consumer,
-                    producer,
-                    swaps: swap_rx,
-                },
-            ));
-        }
-        Ok(Topology { stages, swaps })
+        let stages = config
+            .stages
+            .iter()
+            .map(|sc| build_stage(sc, config, runtime, clients, 1))
+            .collect::<Result<_, _>>()?;
+        Ok(Topology { stages })
     }
 
-    pub fn start(self, shutdown: CancellationToken) -> Result<RunningTopology, TopologyError> {
-        let mut tasks = Vec::new();
-        let mut infos = Vec::new();
-        for stage in self.stages {
-            infos.push(stage.info());
-            stage.subscribe()?;
-            let name = stage.name().to_string();
-            let (done_tx, done_rx) = oneshot::channel();
-            let shutdown = shutdown.clone();
-            std::thread::Builder::new()
-                .name(format!("weir-stage-{name}"))
-                .spawn(move || {
-                    let stage_name = stage.name().to_string();
-                    let run = std::panic::AssertUnwindSafe(|| stage.run(shutdown.clone()));
-                    let result = std::panic::catch_unwind(run).unwrap_or_else(|_| {
-                        Err(TopologyError::StageFailed {
-                            stage: stage_name,
-                            reason: "its thread panicked".into(),
-                        })
-                    });
-                    // One failed stage stops the pipeline: the others drain
-                    // and commit rather than run on unwatched.
-                    if result.is_err() {
-                        shutdown.cancel();
-                    }
-                    let _ = done_tx.send(result);
-                })
-                .map_err(|e| TopologyError::StageFailed {
-                    stage: name.clone(),
-                    reason: format!("cannot start its thread: {e}"),
-                })?;
-            tasks.push((name, done_rx));
+    /// Starts every stage; `pipeline` stops them all.
+    pub fn start(self, pipeline: CancellationToken) -> Result<RunningTopology, TopologyError> {
+        let running = Running::default();
+        for (stage, swaps) in self.stages {
+            running.insert(start_stage(stage, swaps, &pipeline)?);
         }
-        Ok(RunningTopology {
-            tasks,
-            stages: infos,
-            swaps: self.swaps,
-        })
+        Ok(RunningTopology { running, pipeline })
     }
 }
 
 impl RunningTopology {
-    /// Waits for every stage to finish (after the shutdown token fires, or
-    /// when one fails). Returns the first failure.
+    /// Waits until the pipeline stops (its token is cancelled, by a signal
+    /// or by a failing stage), then for every stage running then to drain
+    /// and commit. Returns the first failure.
     pub async fn wait(self) -> Result<(), TopologyError> {
+        self.pipeline.cancelled().await;
+        let handles: Vec<StageHandle> = {
+            let mut stages = self.running.lock();
+            std::mem::take(&mut *stages).into_values().collect()
+        };
         let mut first = Ok(());
-        for (name, task) in self.tasks {
-            let result = match task.await {
+        for handle in handles {
+            let name = handle.info.name;
+            let result = match handle.done.await {
                 Ok(r) => r,
                 Err(_) => Err(TopologyError::StageFailed {
                     stage: name.clone(),

@@ -7,15 +7,17 @@
 //! changes nothing and is reported.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::stage_context;
+use tokio_util::sync::CancellationToken;
+
+use super::{Running, build_stage, stage_context, start_stage};
 use crate::config::{self, Env, PipelineConfig, StageConfig};
+use crate::kafka::{KafkaClients, ensure_topics};
 use crate::wasm::{Instance, Plugin, Runtime, StageContext};
 
 /// A stage's next plugin instance, ready to run.
@@ -60,7 +62,10 @@ pub struct Controller {
     config: PipelineConfig,
     env: Arc<dyn Env + Send + Sync>,
     runtime: Arc<Runtime>,
-    swaps: BTreeMap<String, SyncSender<Swap>>,
+    clients: KafkaClients,
+    running: Running,
+    /// Cancelling it stops the pipeline; new stages stop with it.
+    pipeline: CancellationToken,
     status: SharedStatus,
 }
 
@@ -70,36 +75,30 @@ fn file_digest(path: &std::path::Path) -> Result<String, String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
-/// Why `new` cannot be reached from `old` by swapping plugins: anything
-/// that would need consumers, producers or topics changed.
+/// Why `new` cannot be reached from `old` while running, if it cannot:
+/// `[kafka]` settings are shared by every client.
 fn restart_needed(old: &PipelineConfig, new: &PipelineConfig) -> Option<String> {
-    if old.kafka != new.kafka {
-        return Some("[kafka] changed".into());
-    }
-    if old.topics != new.topics {
-        return Some("[[topic]] declarations changed".into());
-    }
-    let names = |c: &PipelineConfig| c.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-    if names(old) != names(new) {
-        return Some(format!(
-            "stages changed from {:?} to {:?}",
-            names(old),
-            names(new)
-        ));
-    }
-    for (o, n) in old.stages.iter().zip(&new.stages) {
-        if o.inputs != n.inputs
-            || o.outputs != n.outputs
-            || o.dead_letter != n.dead_letter
-            || o.batch != n.batch
-        {
-            return Some(format!(
-                "stage {}'s inputs, outputs, dead_letter or batch changed",
-                n.name
-            ));
-        }
-    }
-    None
+    (old.kafka != new.kafka).then(|| "[kafka] changed".to_string())
+}
+
+/// Whether a stage must be rebuilt (new consumer or producer) rather than
+/// get a new plugin instance.
+fn io_changed(o: &StageConfig, n: &StageConfig) -> bool {
+    o.inputs != n.inputs
+        || o.outputs != n.outputs
+        || o.dead_letter != n.dead_letter
+        || o.batch != n.batch
+}
+
+/// What a reload does to each stage.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    added: Vec<String>,
+    removed: Vec<String>,
+    /// Rebuilt: new consumer and producer as well as plugin.
+    restarted: Vec<String>,
+    /// A new plugin instance in the running stage.
+    swapped: Vec<String>,
 }
 
 impl Controller {
@@ -107,9 +106,15 @@ impl Controller {
         config: PipelineConfig,
         env: Arc<dyn Env + Send + Sync>,
         runtime: Arc<Runtime>,
-        swaps: BTreeMap<String, SyncSender<Swap>>,
-        digests: BTreeMap<String, String>,
+        clients: KafkaClients,
+        running: Running,
+        pipeline: CancellationToken,
     ) -> Self {
+        let digests = running
+            .infos()
+            .into_iter()
+            .map(|i| (i.name, i.plugin_digest))
+            .collect();
         let status = Arc::new(RwLock::new(ReloadStatus {
             generation: 1,
             digests,
@@ -119,13 +124,19 @@ impl Controller {
             config,
             env,
             runtime,
-            swaps,
+            clients,
+            running,
+            pipeline,
             status,
         }
     }
 
     pub fn status(&self) -> SharedStatus {
         self.status.clone()
+    }
+
+    pub fn running(&self) -> &Running {
+        &self.running
     }
 
     /// The files whose change should trigger a reload.
@@ -135,8 +146,8 @@ impl Controller {
             .collect()
     }
 
-    /// Reads pipeline.toml and the plugins again and swaps in what changed.
-    /// Blocking: it compiles plugins.
+    /// Reads pipeline.toml and the plugins again and applies what changed.
+    /// Blocking: it compiles plugins and waits for removed stages to drain.
     pub fn reload(&mut self, trigger: &str, requested_at: Instant) -> ReloadOutcome {
         let result = self.try_reload(requested_at);
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
@@ -155,7 +166,7 @@ impl Controller {
             None => tracing::info!(
                 trigger,
                 generation = outcome.generation,
-                swapped = ?outcome.swapped,
+                changed = ?outcome.swapped,
                 change_to_ready_ms = outcome.duration_ms,
                 "reload done"
             ),
@@ -170,28 +181,69 @@ impl Controller {
         outcome
     }
 
-    fn try_reload(&mut self, requested_at: Instant) -> Result<Vec<String>, String> {
-        let new = config::load(&self.config.source, &*self.env).map_err(|e| format!("{e:#}"))?;
-        if let Some(why) = restart_needed(&self.config, &new) {
-            return Err(format!(
-                "{why}: that takes a restart (hot reload swaps plugins, their \
-                 [stage.config], limits, grants and on_error)"
-            ));
-        }
+    fn plan(&self, new: &PipelineConfig) -> Result<Plan, String> {
         let digests = self
             .status
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .digests
             .clone();
-        // Build every changed stage's instance before touching any stage,
-        // so a reload is all or nothing.
-        let mut ready = Vec::new();
-        for (old, sc) in self.config.stages.iter().zip(&new.stages) {
-            let digest = file_digest(&sc.plugin).map_err(|e| format!("stage {}: {e}", sc.name))?;
-            if old == sc && digests.get(&sc.name) == Some(&digest) {
+        let mut plan = Plan::default();
+        for old in &self.config.stages {
+            if new.stage(&old.name).is_none() {
+                plan.removed.push(old.name.clone());
+            }
+        }
+        for sc in &new.stages {
+            let Some(old) = self.config.stage(&sc.name) else {
+                plan.added.push(sc.name.clone());
+                continue;
+            };
+            if io_changed(old, sc) {
+                plan.restarted.push(sc.name.clone());
                 continue;
             }
+            let digest = file_digest(&sc.plugin).map_err(|e| format!("stage {}: {e}", sc.name))?;
+            if old != sc || digests.get(&sc.name) != Some(&digest) {
+                plan.swapped.push(sc.name.clone());
+            }
+        }
+        Ok(plan)
+    }
+
+    fn try_reload(&mut self, requested_at: Instant) -> Result<Vec<String>, String> {
+        let new = config::load(&self.config.source, &*self.env).map_err(|e| format!("{e:#}"))?;
+        if let Some(why) = restart_needed(&self.config, &new) {
+            return Err(format!("{why}: that takes a restart of weir"));
+        }
+        let plan = self.plan(&new)?;
+        if plan == Plan::default() {
+            return Ok(Vec::new());
+        }
+        let generation = self
+            .status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
+            + 1;
+
+        // Build everything new before touching anything that runs, so a
+        // reload is all or nothing: topics, whole stages, plugin instances.
+        if new.topics != self.config.topics {
+            tokio::runtime::Handle::current()
+                .block_on(ensure_topics(&self.clients, &new.topics))
+                .map_err(|e| e.to_string())?;
+        }
+        let mut built = Vec::new();
+        for name in plan.added.iter().chain(&plan.restarted) {
+            let sc = new.stage(name).expect("planned from the new config");
+            let stage = build_stage(sc, &new, &self.runtime, &self.clients, generation)
+                .map_err(|e| e.to_string())?;
+            built.push(stage);
+        }
+        let mut ready = Vec::new();
+        for name in &plan.swapped {
+            let sc = new.stage(name).expect("planned from the new config");
             let plugin = Arc::new(
                 self.runtime
                     .load(&sc.name, &sc.plugin)
@@ -204,16 +256,37 @@ impl Controller {
                 .map_err(|e| e.to_string())?;
             ready.push((sc.clone(), ctx, plugin, instance));
         }
-        if ready.is_empty() {
-            return Ok(Vec::new());
+
+        // Apply. Stages going away (or being rebuilt) drain and commit
+        // first, so their replacements resume from their last offsets.
+        for name in plan.removed.iter().chain(&plan.restarted) {
+            if let Some(handle) = self.running.remove(name) {
+                handle.stop.cancel();
+                match handle.done.blocking_recv() {
+                    Ok(Ok(())) => tracing::info!(stage = name, "stage stopped by reload"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(stage = name, error = %e, "stage stopped with an error")
+                    }
+                    Err(_) => tracing::warn!(stage = name, "stage thread ended without a result"),
+                }
+            }
         }
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
-        status.generation += 1;
-        let generation = status.generation;
-        let mut swapped = Vec::new();
+        for name in &plan.removed {
+            status.digests.remove(name);
+        }
+        for (stage, swaps) in built {
+            let name = stage.name().to_string();
+            let handle = start_stage(stage, swaps, &self.pipeline).map_err(|e| e.to_string())?;
+            status
+                .digests
+                .insert(name, handle.info.plugin_digest.clone());
+            self.running.insert(handle);
+        }
         for (config, ctx, plugin, instance) in ready {
             let name = config.name.clone();
             status.digests.insert(name.clone(), plugin.digest.clone());
+            self.running.set_digest(&name, &plugin.digest);
             let swap = Swap {
                 config,
                 ctx,
@@ -222,15 +295,23 @@ impl Controller {
                 generation,
                 requested_at,
             };
-            // A stage that has stopped has nothing to swap.
-            if let Some(tx) = self.swaps.get(&name) {
+            if let Some(tx) = self.running.swaps(&name) {
                 let _ = tx.send(swap);
             }
-            swapped.push(name);
         }
+        status.generation = generation;
         drop(status);
         self.config = new;
-        Ok(swapped)
+        let mut changed = Vec::new();
+        for (what, names) in [
+            ("added", &plan.added),
+            ("removed", &plan.removed),
+            ("restarted", &plan.restarted),
+            ("swapped", &plan.swapped),
+        ] {
+            changed.extend(names.iter().map(|n| format!("{what} {n}")));
+        }
+        Ok(changed)
     }
 }
 
@@ -239,7 +320,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_plugin_level_changes_are_hot() {
+    fn stages_are_swapped_rebuilt_or_left_alone() {
         let env = std::collections::HashMap::<String, String>::new();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
@@ -260,20 +341,14 @@ outputs = { default = "out" }
 dead_letter = "dlq"
 "#;
         let old = parse(base);
+        assert_eq!(restart_needed(&old, &parse(base)), None);
+        let kafka = parse(&format!("[kafka]\ngroup_id = \"other\"\n{base}"));
+        assert!(restart_needed(&old, &kafka).unwrap().contains("[kafka]"));
+        let a = |c: &PipelineConfig| c.stage("a").unwrap().clone();
         let config_only = parse(&format!("{base}[stage.config]\nx = 1\n"));
-        assert_eq!(restart_needed(&old, &config_only), None);
-        let limits = parse(&format!("{base}[stage.limits]\ntimeout_ms = 5\n"));
-        assert_eq!(restart_needed(&old, &limits), None);
-        let inputs = parse(
-            &base
-                .replace("inputs = [\"in\"]", "inputs = [\"out\"]\n")
-                .replace(
-                    "outputs = { default = \"out\" }",
-                    "outputs = { default = \"in\" }",
-                ),
-        );
-        assert!(restart_needed(&old, &inputs).unwrap().contains("stage a"));
-        let topics = parse(&base.replace("name = \"dlq\"", "name = \"dlq\"\npartitions = 2"));
-        assert!(restart_needed(&old, &topics).unwrap().contains("topic"));
+        assert!(!io_changed(&a(&old), &a(&config_only)));
+        assert_ne!(a(&old), a(&config_only));
+        let batch = parse(&format!("{base}[stage.batch]\nmax_messages = 5\n"));
+        assert!(io_changed(&a(&old), &a(&batch)));
     }
 }

@@ -98,6 +98,7 @@ impl Stage {
         plugin: Arc<Plugin>,
         instance: Instance,
         io: StageIo,
+        generation: u64,
     ) -> Self {
         let StageIo {
             consumer,
@@ -121,7 +122,7 @@ impl Stage {
             topics,
             metrics,
             swaps,
-            generation: "1".into(),
+            generation: generation.to_string(),
         }
     }
 
