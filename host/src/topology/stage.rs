@@ -136,12 +136,22 @@ impl Stage {
             self.plugin = swap.plugin;
             self.instance = Some(swap.instance);
             self.generation = swap.generation.to_string();
+            let change_to_live_ms = swap.requested_at.elapsed().as_millis() as u64;
+            let swap_pause_us = started.elapsed().as_micros() as u64;
+            StageMetrics::add(&self.metrics.swaps, 1);
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            self.metrics
+                .last_change_to_live_ms
+                .store(change_to_live_ms, relaxed);
+            self.metrics
+                .last_swap_pause_us
+                .store(swap_pause_us, relaxed);
             tracing::info!(
                 stage = self.config.name,
                 generation = swap.generation,
                 digest = &self.plugin.digest[..12],
-                change_to_live_ms = swap.requested_at.elapsed().as_millis() as u64,
-                swap_pause_us = started.elapsed().as_micros() as u64,
+                change_to_live_ms,
+                swap_pause_us,
                 "plugin swapped in"
             );
         }
