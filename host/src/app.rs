@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::PipelineConfig;
 use crate::config::{Env, ProcessEnv};
+use crate::control::{RunControl, StartRequest};
 use crate::kafka::{KafkaClients, ensure_topics};
 use crate::metrics::Registry;
 use crate::state::MemoryState;
+use crate::topology::StageControl;
 use crate::topology::Topology;
 use crate::topology::reload::{Controller, ReloadOutcome, ReloadStatus, SharedStatus};
 use crate::wasm::{Runtime, RuntimeOptions, StageContext, WasmError};
@@ -80,6 +82,10 @@ pub struct RunOptions {
     pub watch: bool,
     /// Requests to the admin API that change state need this bearer token.
     pub admin_token: Option<String>,
+    /// Start consuming at once; otherwise wait for `POST /api/v1/start`.
+    pub autostart: bool,
+    /// A generator to start with the pipeline.
+    pub generator: Option<StartRequest>,
     pub reload: ReloadHandle,
 }
 
@@ -90,6 +96,8 @@ impl Default for RunOptions {
             env: Arc::new(ProcessEnv),
             watch: true,
             admin_token: None,
+            autostart: true,
+            generator: None,
             reload: ReloadHandle::default(),
         }
     }
@@ -215,6 +223,56 @@ fn spawn_reloader(
     Ok(())
 }
 
+/// The SKUs the orders generator draws from: the inventory stage's stock,
+/// when the pipeline has one.
+fn order_skus(config: &PipelineConfig) -> Vec<String> {
+    config
+        .stages
+        .iter()
+        .filter_map(|s| s.config.get("stock")?.as_object())
+        .flat_map(|stock| stock.keys().cloned())
+        .collect()
+}
+
+/// Logs one line every few seconds: rates per stage, alerts, dead-letters
+/// and lag, so a running weir shows life without a dashboard.
+async fn summarise(metrics: Arc<Registry>, control: RunControl, shutdown: CancellationToken) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut last = metrics.stages();
+    let mut produced = control.status().generator.produced;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        let now = metrics.stages();
+        let generated = control.status().generator.produced;
+        let per_sec = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / EVERY.as_secs_f64();
+        let stages: Vec<String> = now
+            .iter()
+            .map(|(name, s)| {
+                let before = last.get(name).cloned().unwrap_or_default();
+                format!(
+                    "{name} {:.0}/s in {:.0}/s out, {} dead-lettered, lag {}",
+                    per_sec(s.consumed, before.consumed),
+                    per_sec(s.emitted, before.emitted),
+                    s.dead_lettered,
+                    s.lag
+                )
+            })
+            .collect();
+        if now != last || generated != produced {
+            tracing::info!(
+                generated_per_sec = per_sec(generated, produced),
+                stages = stages.join("; "),
+                "summary"
+            );
+        }
+        last = now;
+        produced = generated;
+    }
+}
+
 /// Runs a pipeline against `bootstrap` until `shutdown` is cancelled, then
 /// stops every stage cleanly (in-flight batches finish, offsets commit).
 pub async fn run(
@@ -230,16 +288,30 @@ pub async fn run(
         .context("preparing topics")?;
 
     let metrics = Arc::new(Registry::default());
+    let state: Arc<dyn crate::state::StateStore> = Arc::new(MemoryState::default());
     let runtime = Arc::new(Runtime::new(
         options.runtime.clone(),
-        Arc::new(MemoryState::default()),
+        state.clone(),
         metrics.clone(),
     )?);
-    let topology = Topology::build(&config, &runtime, &clients)?;
+    let stage_control = Arc::new(StageControl::default());
+    stage_control
+        .paused
+        .store(!options.autostart, std::sync::atomic::Ordering::Relaxed);
+    let topology = Topology::build(&config, &runtime, &clients, &stage_control)?;
+    let control = RunControl::new(
+        stage_control.clone(),
+        clients.clone(),
+        config.kafka.topic_prefix.clone(),
+        config.topics.iter().map(|t| t.name.clone()).collect(),
+        order_skus(&config),
+    );
 
-    let admin_state = AdminState::new(bootstrap, embedded, metrics)
+    let admin_state = AdminState::new(bootstrap, embedded, metrics.clone())
         .with_reload(options.reload.clone())
-        .with_token(options.admin_token.clone());
+        .with_token(options.admin_token.clone())
+        .with_control(control.clone())
+        .with_state(state.clone());
     let listener = bind(config.admin.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "admin API listening");
     let server = {
@@ -260,9 +332,20 @@ pub async fn run(
         runtime.clone(),
         clients.clone(),
         running.running.clone(),
+        stage_control.clone(),
         shutdown.clone(),
     );
     spawn_reloader(controller, options.watch, &options.reload, shutdown.clone())?;
+    if let Some(start) = &options.generator
+        && let Err(e) = control.start(start)
+    {
+        tracing::warn!(error = e, "cannot start the generator");
+    }
+    tokio::spawn(summarise(
+        metrics.clone(),
+        control.clone(),
+        shutdown.clone(),
+    ));
     let result = running.wait().await;
     // A failed stage stops the whole pipeline, admin server included.
     shutdown.cancel();

@@ -9,6 +9,8 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod control;
+pub mod generate;
 pub mod kafka;
 pub mod metrics;
 pub mod state;

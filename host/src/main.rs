@@ -35,6 +35,13 @@ enum Command {
         /// (`POST /api/v1/reload` and SIGHUP still reload).
         #[arg(long)]
         no_watch: bool,
+        /// Start with the stages paused, until `POST /api/v1/start`.
+        #[arg(long)]
+        no_autostart: bool,
+        /// The F1 generator rate on the embedded broker (0 turns it off;
+        /// with a real broker it is off unless `--generator-rate` is given).
+        #[arg(long, value_name = "PER_SEC")]
+        generator_rate: Option<f64>,
     },
 }
 
@@ -54,7 +61,17 @@ fn main() -> ExitCode {
             path,
             admin_listen,
             no_watch,
-        } => run(&path, admin_listen, !no_watch),
+            no_autostart,
+            generator_rate,
+        } => run(
+            &path,
+            admin_listen,
+            RunFlags {
+                watch: !no_watch,
+                autostart: !no_autostart,
+                generator_rate,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,10 +145,20 @@ fn describe_grants(stage: &config::StageConfig) -> String {
     }
 }
 
+struct RunFlags {
+    watch: bool,
+    autostart: bool,
+    generator_rate: Option<f64>,
+}
+
+/// The first run shows life: on the embedded broker the F1 generator
+/// starts at a gentle rate.
+const DEFAULT_EMBEDDED_RATE: f64 = 20.0;
+
 fn run(
     path: &std::path::Path,
     admin_listen: Option<std::net::SocketAddr>,
-    watch: bool,
+    flags: RunFlags,
 ) -> anyhow::Result<()> {
     let mut config = config::load(path, &ProcessEnv)?;
     if let Some(listen) = admin_listen {
@@ -159,10 +186,25 @@ fn run(
     };
     let shutdown = CancellationToken::new();
     rt.spawn(signal(shutdown.clone()));
+    let rate = flags.generator_rate.unwrap_or(if embedded.is_some() {
+        DEFAULT_EMBEDDED_RATE
+    } else {
+        0.0
+    });
+    let generator = (rate > 0.0).then(|| weir::control::StartRequest {
+        bootstrap_servers: None,
+        rate_per_sec: rate,
+        max_messages: None,
+        scenario: "f1".into(),
+        topic_prefix: None,
+        fault: None,
+    });
     let options = weir::app::RunOptions {
         runtime: RuntimeOptions::from_env(),
         env: std::sync::Arc::new(ProcessEnv),
-        watch,
+        watch: flags.watch,
+        autostart: flags.autostart,
+        generator,
         admin_token: std::env::var("WEIR_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),

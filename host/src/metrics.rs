@@ -28,6 +28,8 @@ pub struct StageMetrics {
     pub failures: [AtomicU64; FAILURE_KINDS.len()],
     /// The most linear memory any instance of the stage has had, bytes.
     pub memory_high_water: AtomicU64,
+    /// Messages behind the end of the inputs, sampled every few seconds.
+    pub lag: AtomicU64,
     /// Plugin instances swapped in by reloads.
     pub swaps: AtomicU64,
     /// The last swap: from the file change to the new version running, and
@@ -61,6 +63,7 @@ pub struct StageSnapshot {
     /// Failed messages by kind; kinds that never happened are left out.
     pub failures: BTreeMap<&'static str, u64>,
     pub memory_high_water_bytes: u64,
+    pub lag: u64,
     pub swaps: u64,
     pub last_change_to_live_ms: u64,
     pub last_swap_pause_us: u64,
@@ -102,6 +105,7 @@ impl StageMetrics {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             memory_high_water_bytes: get(&self.memory_high_water),
+            lag: get(&self.lag),
             swaps: get(&self.swaps),
             last_change_to_live_ms: get(&self.last_change_to_live_ms),
             last_swap_pause_us: get(&self.last_swap_pause_us),

@@ -25,6 +25,8 @@ pub trait StateStore: Send + Sync + 'static {
     fn clear_stage(&self, stage: &str);
     /// The number of keys a stage holds.
     fn len(&self, stage: &str) -> usize;
+    /// The partitions a stage holds state for, sorted.
+    fn partitions(&self, stage: &str) -> Vec<i32>;
 }
 
 type Partition = Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>>;
@@ -66,6 +68,17 @@ impl StateStore for MemoryState {
         scopes.retain(|s, _| &*s.stage != stage);
     }
 
+    fn partitions(&self, stage: &str) -> Vec<i32> {
+        let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<i32> = scopes
+            .keys()
+            .filter(|s| &*s.stage == stage)
+            .map(|s| s.partition)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     fn len(&self, stage: &str) -> usize {
         let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
         scopes
@@ -99,6 +112,7 @@ mod tests {
         s.delete(&scope("a", 0), b"k");
         assert_eq!(s.get(&scope("a", 0), b"k"), None);
         assert_eq!(s.len("a"), 1);
+        assert_eq!(s.partitions("a"), vec![0, 1]);
         s.clear_stage("a");
         assert_eq!(s.len("a"), 0);
         assert_eq!(s.len("b"), 1);

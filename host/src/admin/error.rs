@@ -1,6 +1,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::control::FieldError;
 
 /// Every error the admin API returns, rendered as `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
@@ -14,20 +17,44 @@ pub enum AppError {
     /// The request was understood but failed (a reload that was refused).
     #[error("{0}")]
     Unprocessable(String),
+    /// The body is not what the endpoint takes; every bad field is named.
+    #[error("invalid request body")]
+    Invalid(Vec<FieldError>),
+    /// Something that should not happen; the id is in the log too.
+    #[error("internal error")]
+    Internal(String),
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        let message = self.to_string();
+        let (status, body) = match self {
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, json!({ "error": message })),
+            AppError::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": message }))
+            }
+            AppError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "error": message })),
+            AppError::Unprocessable(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "error": message }),
+            ),
+            AppError::Invalid(fields) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "error": message, "fields": fields }),
+            ),
+            AppError::Internal(detail) => {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                let request_id = format!(
+                    "req-{}",
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                tracing::error!(request_id, error = detail, "admin request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({ "error": message, "request_id": request_id }),
+                )
+            }
         };
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        (status, Json(body)).into_response()
     }
 }

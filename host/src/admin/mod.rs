@@ -3,6 +3,8 @@
 //! `weir run` serves it.
 
 mod error;
+mod prometheus;
+mod run;
 
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -17,8 +19,10 @@ use serde::Serialize;
 pub use error::AppError;
 
 use crate::app::ReloadHandle;
+use crate::control::RunControl;
 use crate::metrics::{Registry, StageSnapshot};
-use crate::topology::reload::{ReloadOutcome, ReloadStatus};
+use crate::state::StateStore;
+use crate::topology::reload::ReloadOutcome;
 use crate::topology::{Running, StageInfo};
 
 #[derive(Clone)]
@@ -37,6 +41,8 @@ struct Inner {
     reload: ReloadHandle,
     /// When set, requests that change state must carry it as a bearer token.
     token: Option<String>,
+    control: Option<RunControl>,
+    state: Option<Arc<dyn StateStore>>,
 }
 
 impl AdminState {
@@ -51,6 +57,8 @@ impl AdminState {
                 running: RwLock::new(None),
                 reload: ReloadHandle::default(),
                 token: None,
+                control: None,
+                state: None,
             }),
         }
     }
@@ -64,6 +72,18 @@ impl AdminState {
     /// Requests that change state need `token`.
     pub fn with_token(mut self, token: Option<String>) -> Self {
         self.inner_mut().token = token;
+        self
+    }
+
+    /// Run control (start, stop, faults, generators).
+    pub fn with_control(mut self, control: RunControl) -> Self {
+        self.inner_mut().control = Some(control);
+        self
+    }
+
+    /// Keyed state, for interactive queries.
+    pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.inner_mut().state = Some(state);
         self
     }
 
@@ -98,11 +118,23 @@ impl AdminState {
 
 pub fn router(state: AdminState) -> Router {
     // Everything that changes state sits behind the token check.
-    let changes = Router::new()
+    let mut changes = Router::new()
         .route("/api/v1/reload", post(reload))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/api/v1/produce", post(run::produce))
+        .route("/api/v1/load-test", post(run::load_test));
+    // Seed 000's paths answer too, so its clients keep working.
+    for base in ["/api/v1", "/api/v1/kafka-demo"] {
+        changes = changes
+            .route(&format!("{base}/start"), post(run::start))
+            .route(&format!("{base}/stop"), post(run::stop))
+            .route(&format!("{base}/fault"), post(run::fault));
+    }
+    let changes = changes.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(changes)
+        .route("/api/v1/kafka-demo/status", get(status))
+        .route("/api/v1/stages/{stage}/state/{key}", get(run::state_value))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
@@ -144,6 +176,71 @@ async fn reload(State(state): State<AdminState>) -> Result<Json<ReloadOutcome>, 
     }
 }
 
+async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    let generator = state
+        .inner
+        .control
+        .as_ref()
+        .map(|c| c.status().generator)
+        .unwrap_or_default();
+    let extra = [
+        (
+            "generator_produced_total",
+            "Generated records the broker acknowledged.",
+            generator.produced,
+        ),
+        (
+            "generator_dropped_total",
+            "Generated records dropped by the fault profile.",
+            generator.dropped,
+        ),
+        (
+            "generator_duplicated_total",
+            "Generated records sent twice by the fault profile.",
+            generator.duplicated,
+        ),
+    ];
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        prometheus::render(&state.inner.metrics, &extra),
+    )
+}
+
+/// The status: pipeline, stages with metrics, reload and run control.
+pub(crate) fn full_status(state: &AdminState) -> serde_json::Value {
+    let stages: Vec<StageStatus> = state
+        .stages()
+        .into_iter()
+        .map(|i| stage_status(state, i))
+        .collect();
+    let mut v = serde_json::json!({
+        "running": !stages.is_empty(),
+        "bootstrap_servers": state.inner.bootstrap_servers,
+        "embedded_broker": state.inner.embedded_broker,
+        "uptime_seconds": state.inner.started_at.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+        "reload": state.inner.reload.status(),
+        "stages": stages,
+    });
+    if let Some(control) = &state.inner.control {
+        let run = control.status();
+        v["running"] = serde_json::json!(run.running && !stages.is_empty());
+        v["run"] = serde_json::to_value(&run).unwrap_or_default();
+        v["metrics"] = serde_json::json!({
+            "produced": run.generator.produced,
+            "stages": stages.iter().map(|s| (s.info.name.clone(), serde_json::to_value(&s.metrics).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+        });
+        v["run_id"] = serde_json::json!(run.run_id);
+        v["topics"] = serde_json::json!(run.topics);
+        v["fault"] = serde_json::to_value(&run.fault).unwrap_or_default();
+        v["last_message_at"] = serde_json::json!(run.last_message_at);
+        v["last_error"] = serde_json::json!(run.last_error);
+    }
+    v
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -162,42 +259,13 @@ struct StageStatus {
     metrics: StageSnapshot,
 }
 
-#[derive(Debug, Serialize)]
-struct Status {
-    running: bool,
-    bootstrap_servers: String,
-    embedded_broker: bool,
-    uptime_seconds: u64,
-    /// The running generation, each stage's plugin digest, and the last
-    /// reload's outcome.
-    reload: Option<ReloadStatus>,
-    stages: Vec<StageStatus>,
-}
-
 fn stage_status(state: &AdminState, info: StageInfo) -> StageStatus {
     let metrics = state.inner.metrics.stage(&info.name).snapshot();
     StageStatus { info, metrics }
 }
 
-async fn status(State(state): State<AdminState>) -> Json<Status> {
-    let stages: Vec<StageStatus> = state
-        .stages()
-        .into_iter()
-        .map(|i| stage_status(&state, i))
-        .collect();
-    Json(Status {
-        running: !stages.is_empty(),
-        bootstrap_servers: state.inner.bootstrap_servers.clone(),
-        embedded_broker: state.inner.embedded_broker,
-        uptime_seconds: state
-            .inner
-            .started_at
-            .elapsed()
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        reload: state.inner.reload.status(),
-        stages,
-    })
+async fn status(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    Json(full_status(&state))
 }
 
 async fn stages(State(state): State<AdminState>) -> Json<Vec<StageStatus>> {

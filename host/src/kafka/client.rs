@@ -51,6 +51,14 @@ impl KafkaClients {
         }
     }
 
+    /// The same settings against another cluster.
+    pub fn with_bootstrap(&self, bootstrap: String) -> Self {
+        KafkaClients {
+            bootstrap,
+            base: self.base.clone(),
+        }
+    }
+
     fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);

@@ -11,6 +11,7 @@ pub mod reload;
 mod stage;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -49,6 +50,17 @@ pub struct StageInfo {
 /// Stages built and ready to start.
 pub struct Topology {
     stages: Vec<(Stage, SyncSender<reload::Swap>)>,
+}
+
+/// Operator controls every stage reads between batches: run control and
+/// the slow-consumer fault of the admin API.
+#[derive(Debug, Default)]
+pub struct StageControl {
+    /// Stop consuming (offsets stay committed; acks keep flowing).
+    pub paused: AtomicBool,
+    /// Sleep this long per consumed message (seed 000's `slow_consumer_ms`,
+    /// seed 002's `CONSUMER_THROTTLE_MS`).
+    pub slow_consumer_ms: AtomicU64,
 }
 
 /// A running stage, as the pipeline keeps track of it.
@@ -131,6 +143,7 @@ pub fn build_stage(
     config: &PipelineConfig,
     runtime: &Arc<Runtime>,
     clients: &KafkaClients,
+    control: &Arc<StageControl>,
     generation: u64,
 ) -> Result<(Stage, SyncSender<reload::Swap>), TopologyError> {
     let plugin = Arc::new(runtime.load(&sc.name, &sc.plugin)?);
@@ -155,6 +168,7 @@ pub fn build_stage(
             consumer,
             producer,
             swaps: swap_rx,
+            control: control.clone(),
         },
         generation,
     );
@@ -208,11 +222,12 @@ impl Topology {
         config: &PipelineConfig,
         runtime: &Arc<Runtime>,
         clients: &KafkaClients,
+        control: &Arc<StageControl>,
     ) -> Result<Self, TopologyError> {
         let stages = config
             .stages
             .iter()
-            .map(|sc| build_stage(sc, config, runtime, clients, 1))
+            .map(|sc| build_stage(sc, config, runtime, clients, control, 1))
             .collect::<Result<_, _>>()?;
         Ok(Topology { stages })
     }

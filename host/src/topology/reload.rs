@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Running, build_stage, stage_context, start_stage};
+use super::{Running, StageControl, build_stage, stage_context, start_stage};
 use crate::config::{self, Env, PipelineConfig, StageConfig};
 use crate::kafka::{KafkaClients, ensure_topics};
 use crate::wasm::{Instance, Plugin, Runtime, StageContext};
@@ -64,6 +64,7 @@ pub struct Controller {
     runtime: Arc<Runtime>,
     clients: KafkaClients,
     running: Running,
+    control: Arc<StageControl>,
     /// Cancelling it stops the pipeline; new stages stop with it.
     pipeline: CancellationToken,
     status: SharedStatus,
@@ -108,6 +109,7 @@ impl Controller {
         runtime: Arc<Runtime>,
         clients: KafkaClients,
         running: Running,
+        control: Arc<StageControl>,
         pipeline: CancellationToken,
     ) -> Self {
         let digests = running
@@ -126,6 +128,7 @@ impl Controller {
             runtime,
             clients,
             running,
+            control,
             pipeline,
             status,
         }
@@ -237,8 +240,15 @@ impl Controller {
         let mut built = Vec::new();
         for name in plan.added.iter().chain(&plan.restarted) {
             let sc = new.stage(name).expect("planned from the new config");
-            let stage = build_stage(sc, &new, &self.runtime, &self.clients, generation)
-                .map_err(|e| e.to_string())?;
+            let stage = build_stage(
+                sc,
+                &new,
+                &self.runtime,
+                &self.clients,
+                &self.control,
+                generation,
+            )
+            .map_err(|e| e.to_string())?;
             built.push(stage);
         }
         let mut ready = Vec::new();

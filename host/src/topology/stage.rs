@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ack::{Deliveries, Delivery, Ledger, Tag};
 use super::reload::Swap;
-use super::{StageInfo, TopologyError, dead_letter};
+use super::{StageControl, StageInfo, TopologyError, dead_letter};
 use crate::config::{OnError, StageConfig};
 use crate::kafka::KafkaError;
 use crate::metrics::StageMetrics;
@@ -40,6 +41,10 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 /// consumed again after a restart.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Extra attempts a message alone gets after timing out, before it fails.
+const TIMEOUT_RETRIES: u32 = 2;
+/// How often a stage samples its consumer lag.
+const LAG_INTERVAL: Duration = Duration::from_secs(2);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub type StageProducer = ThreadedProducer<Deliveries>;
@@ -49,6 +54,7 @@ pub struct StageIo {
     pub consumer: BaseConsumer,
     pub producer: StageProducer,
     pub swaps: Receiver<Swap>,
+    pub control: Arc<StageControl>,
 }
 
 /// The header naming the reload generation that produced a record.
@@ -71,6 +77,8 @@ pub struct Stage {
     swaps: Receiver<Swap>,
     /// The generation running, as the `weir.generation` header carries it.
     generation: String,
+    control: Arc<StageControl>,
+    lag_sampled: Instant,
 }
 
 /// What became of one input message.
@@ -104,6 +112,7 @@ impl Stage {
             consumer,
             producer,
             swaps,
+            control,
         } = io;
         let topics = ctx
             .outputs
@@ -123,7 +132,38 @@ impl Stage {
             metrics,
             swaps,
             generation: generation.to_string(),
+            control,
+            lag_sampled: Instant::now(),
         }
+    }
+
+    /// Samples consumer lag (high watermark minus position, over the
+    /// assigned partitions) every [`LAG_INTERVAL`].
+    fn sample_lag(&mut self) {
+        if self.lag_sampled.elapsed() < LAG_INTERVAL {
+            return;
+        }
+        self.lag_sampled = Instant::now();
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let mut lag = 0i64;
+        for e in positions.elements() {
+            let Ok((low, high)) = self.consumer.fetch_watermarks(
+                e.topic(),
+                e.partition(),
+                Duration::from_millis(200),
+            ) else {
+                continue;
+            };
+            let position = match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                // Nothing consumed yet: all that is there is behind.
+                _ => low,
+            };
+            lag += (high - position).max(0);
+        }
+        self.metrics.lag.store(lag as u64, Ordering::Relaxed);
     }
 
     /// Takes the newest plugin instance a reload prepared, between batches:
@@ -199,6 +239,16 @@ impl Stage {
                 break Ok(());
             }
             self.take_swaps();
+            self.sample_lag();
+            // Paused by the operator: no polling, but acknowledgements keep
+            // settling and offsets committing. A pause longer than the
+            // consumer's max.poll.interval.ms leaves the group; the next
+            // poll rejoins from the committed offsets.
+            if self.control.paused.load(Ordering::Relaxed) {
+                self.settle(&mut ledger, &mut retries, &mut deliveries);
+                std::thread::sleep(IDLE_POLL);
+                continue;
+            }
             let batch = self.next_batch(&consumer);
             if !batch.is_empty() {
                 match self.handle(&batch, &mut ledger, &shutdown) {
@@ -268,6 +318,13 @@ impl Stage {
         ledger: &mut Ledger,
         shutdown: &CancellationToken,
     ) -> Result<(), StageError> {
+        // The slow-consumer fault: a sleep per consumed message.
+        let slow = self.control.slow_consumer_ms.load(Ordering::Relaxed);
+        if slow > 0 {
+            std::thread::sleep(Duration::from_millis(
+                slow.saturating_mul(messages.len() as u64),
+            ));
+        }
         StageMetrics::add(&self.metrics.consumed, messages.len() as u64);
         StageMetrics::add(&self.metrics.batches, 1);
         // A plugin call sees one partition at a time, so its state scope is
@@ -339,13 +396,28 @@ impl Stage {
                 for m in group {
                     let mut one = BatchBuilder::new(topic, partition, 1, m.payload_len() + 64);
                     push(&mut one, m);
-                    singles.push(match self.call(&one) {
-                        Ok(r) => Ok(ValidatedResult::new(r, 1, self.topics.len())),
-                        Err(e) => {
-                            self.note_failure(&e);
+                    let mut timeouts = 0;
+                    let outcome = loop {
+                        match self.call(&one) {
+                            Ok(r) => break Ok(ValidatedResult::new(r, 1, self.topics.len())),
+                            // The deadline is wall time: a host starved of
+                            // CPU can miss it through no fault of the
+                            // message, so a timeout gets more chances
+                            // before the message is failed.
                             Err(e)
+                                if e.kind == CallErrorKind::Timeout
+                                    && timeouts < TIMEOUT_RETRIES =>
+                            {
+                                self.note_failure(&e);
+                                timeouts += 1;
+                            }
+                            Err(e) => {
+                                self.note_failure(&e);
+                                break Err(e);
+                            }
                         }
-                    });
+                    };
+                    singles.push(outcome);
                 }
                 Results::Singles(singles)
             }

@@ -22,7 +22,8 @@ pub struct Config {}
 /// The bucket of an order whose `createdAt` is missing or not a date-time.
 pub const UNKNOWN_MINUTE: &str = "unknown";
 
-/// The counters, kept in state under `totals` as three u64 (little endian).
+/// The counters, kept in state under `totals` as the `totals` record's
+/// JSON, so an interactive state query reads them as they are published.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub total_orders: u64,
@@ -50,25 +51,17 @@ pub struct MinuteOrders {
 
 impl Counts {
     fn decode(bytes: &[u8]) -> Counts {
-        let word = |i: usize| {
-            bytes
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_le_bytes)
-        };
-        Counts {
-            total_orders: word(0),
-            total_reservations: word(1),
-            failed_reservations: word(2),
-        }
+        serde_json::from_slice::<Totals>(bytes)
+            .map(|t| Counts {
+                total_orders: t.total_orders,
+                total_reservations: t.total_reservations,
+                failed_reservations: t.failed_reservations,
+            })
+            .unwrap_or_default()
     }
 
-    fn encode(&self) -> [u8; 24] {
-        let mut out = [0; 24];
-        out[..8].copy_from_slice(&self.total_orders.to_le_bytes());
-        out[8..16].copy_from_slice(&self.total_reservations.to_le_bytes());
-        out[16..].copy_from_slice(&self.failed_reservations.to_le_bytes());
-        out
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.totals()).unwrap_or_default()
     }
 
     pub fn totals(&self) -> Totals {

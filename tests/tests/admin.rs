@@ -1,0 +1,212 @@
+//! The admin API end to end against the real broker (issue 8): run control
+//! with the F1 generator, the duplicate fault absorbed by dedup, stop twice,
+//! an orders load test read back through the state query, and the
+//! slow-consumer fault showing up as lag.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use weir_integration_tests::*;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn stage_metric(status: &Value, stage: &str, field: &str) -> u64 {
+    status["metrics"]["stages"][stage][field]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn status_until(
+    admin: std::net::SocketAddr,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(what, WAIT, || async {
+        let (code, status) = http(admin, "GET", "/api/v1/status", None).await;
+        if code == 200 && check(&status) {
+            Ok(status)
+        } else {
+            Err(format!("{code} {status:#}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_control_generators_faults_and_state() {
+    init_tracing();
+    let ns = unique_prefix("admin");
+    let group = unique_prefix("group");
+    let admin = free_local_addr();
+    let mut config = repo_pipeline(&ns, &group);
+    config.admin.listen = admin;
+    let weir = Weir::start(config);
+    let analytics = format!("{ns}-f1.telemetry.analytics");
+    eventually("the admin API", WAIT, || async {
+        match tokio::net::TcpStream::connect(admin).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+
+    // Validation: every bad field is named, with 422.
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/api/v1/start",
+        Some(&json!({"rate_per_sec": 0, "scenario": "tennis"})),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["rate_per_sec", "scenario"]);
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/api/v1/start",
+        Some(&json!({"scenario": "f1"})),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert_eq!(body["fields"][0]["field"], "rate_per_sec", "{body}");
+
+    // f1: 200 messages at 1,000/s, with seed 000's placeholders ignored;
+    // all 200 produced and analysed.
+    let (code, _) = http(
+        admin,
+        "POST",
+        "/api/v1/kafka-demo/start",
+        Some(
+            &json!({"rate_per_sec": 1000, "max_messages": 200, "scenario": "f1",
+                     "bootstrap_servers": "string", "topic_prefix": ""}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 200);
+    status_until(admin, "200 produced and analysed", |s| {
+        s["run"]["generator"]["produced"] == 200 && stage_metric(s, "degradation", "emitted") == 200
+    })
+    .await;
+
+    // The duplicate fault: 200 more, about a fifth sent twice; dedup keeps
+    // the analysed count at 200 more.
+    let (code, _) = http(
+        admin,
+        "POST",
+        "/api/v1/fault",
+        Some(&json!({"fault": {"duplicate_ratio": 0.2}})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    http(
+        admin,
+        "POST",
+        "/api/v1/start",
+        Some(&json!({"rate_per_sec": 1000, "max_messages": 200, "scenario": "f1"})),
+    )
+    .await;
+    let s = status_until(admin, "the duplicated run to be analysed", |s| {
+        let duplicated = s["run"]["generator"]["duplicated"].as_u64().unwrap_or(0);
+        duplicated > 0
+            && s["run"]["generator"]["produced"].as_u64() == Some(400 + duplicated)
+            && stage_metric(s, "degradation", "consumed") == 400 + duplicated
+    })
+    .await;
+    assert_eq!(stage_metric(&s, "degradation", "emitted"), 400, "{s:#}");
+    settled(
+        &format!("{group}.degradation"),
+        &[&format!("{ns}-f1.telemetry.raw")],
+        WAIT,
+    )
+    .await;
+    assert_eq!(read_all(&analytics).len(), 400);
+    http(admin, "POST", "/api/v1/fault", Some(&json!({"fault": {}}))).await;
+
+    // Stop is idempotent.
+    for _ in 0..2 {
+        let (code, body) = http(admin, "POST", "/api/v1/stop", None).await;
+        assert_eq!(code, 200);
+        assert_eq!(body["running"], false);
+    }
+    let (code, _) = http(
+        admin,
+        "POST",
+        "/api/v1/start",
+        Some(&json!({"rate_per_sec": 1, "scenario": "none"})),
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    // Orders: a load test of 10,000, then the analytics totals through the
+    // interactive state query.
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/api/v1/load-test",
+        Some(&json!({"count": 10_000})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["produced"], 10_000);
+    assert_eq!(body["remaining_in_queue"], 0);
+    eventually("order analytics to count 10,000", WAIT, || async {
+        let (code, body) = http(
+            admin,
+            "GET",
+            "/api/v1/stages/order-analytics/state/totals",
+            None,
+        )
+        .await;
+        let total = body["values"][0]["value"]["total_orders"].as_u64();
+        if code == 200 && total == Some(10_000) {
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    })
+    .await;
+    let (code, _) = http(admin, "GET", "/api/v1/stages/nope/state/totals", None).await;
+    assert_eq!(code, 404);
+
+    // Slow consumers: lag rises while the fault is on, and falls after.
+    http(
+        admin,
+        "POST",
+        "/api/v1/fault",
+        Some(&json!({"fault": {"slow_consumer_ms": 20}})),
+    )
+    .await;
+    http(
+        admin,
+        "POST",
+        "/api/v1/load-test",
+        Some(&json!({"count": 2_000, "scenario": "f1"})),
+    )
+    .await;
+    status_until(admin, "lag to rise", |s| {
+        stage_metric(s, "degradation", "lag") > 0
+    })
+    .await;
+    let (code, metrics) = http_text(admin, "GET", "/metrics", None).await;
+    assert_eq!(code, 200);
+    let lag: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_stage_lag{stage=\"degradation\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no degradation lag in {metrics}"));
+    assert!(lag > 0, "lag in /metrics");
+    assert!(metrics.contains("weir_plugin_duplicates_dropped{stage=\"degradation\"}"));
+    http(admin, "POST", "/api/v1/fault", Some(&json!({"fault": {}}))).await;
+    status_until(admin, "lag to fall", |s| {
+        stage_metric(s, "degradation", "lag") == 0
+    })
+    .await;
+
+    weir.stop().await.expect("clean shutdown");
+}
