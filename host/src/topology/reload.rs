@@ -77,9 +77,9 @@ fn file_digest(path: &std::path::Path) -> Result<String, String> {
 }
 
 /// Why `new` cannot be reached from `old` while running, if it cannot:
-/// `[kafka]` settings are shared by every client.
+/// the cluster itself (weir resolved it, embedded or not, at start).
 fn restart_needed(old: &PipelineConfig, new: &PipelineConfig) -> Option<String> {
-    (old.kafka != new.kafka).then(|| "[kafka] changed".to_string())
+    (old.kafka.brokers != new.kafka.brokers).then(|| "[kafka].brokers changed".to_string())
 }
 
 /// Whether a stage must be rebuilt (new consumer or producer) rather than
@@ -202,7 +202,9 @@ impl Controller {
                 plan.added.push(sc.name.clone());
                 continue;
             };
-            if io_changed(old, sc) {
+            // Client settings are shared by every stage's consumer and
+            // producer: a change rebuilds them all.
+            if io_changed(old, sc) || self.config.kafka != new.kafka {
                 plan.restarted.push(sc.name.clone());
                 continue;
             }
@@ -223,6 +225,11 @@ impl Controller {
         if plan == Plan::default() {
             return Ok(Vec::new());
         }
+        let clients = if new.kafka == self.config.kafka {
+            self.clients.clone()
+        } else {
+            KafkaClients::new(self.clients.bootstrap.clone(), &new.kafka)
+        };
         let generation = self
             .status
             .read()
@@ -234,21 +241,14 @@ impl Controller {
         // reload is all or nothing: topics, whole stages, plugin instances.
         if new.topics != self.config.topics {
             tokio::runtime::Handle::current()
-                .block_on(ensure_topics(&self.clients, &new.topics))
+                .block_on(ensure_topics(&clients, &new.topics))
                 .map_err(|e| e.to_string())?;
         }
         let mut built = Vec::new();
         for name in plan.added.iter().chain(&plan.restarted) {
             let sc = new.stage(name).expect("planned from the new config");
-            let stage = build_stage(
-                sc,
-                &new,
-                &self.runtime,
-                &self.clients,
-                &self.control,
-                generation,
-            )
-            .map_err(|e| e.to_string())?;
+            let stage = build_stage(sc, &new, &self.runtime, &clients, &self.control, generation)
+                .map_err(|e| e.to_string())?;
             built.push(stage);
         }
         let mut ready = Vec::new();
@@ -312,6 +312,7 @@ impl Controller {
         status.generation = generation;
         drop(status);
         self.config = new;
+        self.clients = clients;
         let mut changed = Vec::new();
         for (what, names) in [
             ("added", &plan.added),
@@ -352,8 +353,14 @@ dead_letter = "dlq"
 "#;
         let old = parse(base);
         assert_eq!(restart_needed(&old, &parse(base)), None);
-        let kafka = parse(&format!("[kafka]\ngroup_id = \"other\"\n{base}"));
-        assert!(restart_needed(&old, &kafka).unwrap().contains("[kafka]"));
+        let group = parse(&format!("[kafka]\ngroup_id = \"other\"\n{base}"));
+        assert_eq!(
+            restart_needed(&old, &group),
+            None,
+            "rebuilds stages instead"
+        );
+        let brokers = parse(&format!("[kafka]\nbrokers = \"h:9092\"\n{base}"));
+        assert!(restart_needed(&old, &brokers).unwrap().contains("brokers"));
         let a = |c: &PipelineConfig| c.stage("a").unwrap().clone();
         let config_only = parse(&format!("{base}[stage.config]\nx = 1\n"));
         assert!(!io_changed(&a(&old), &a(&config_only)));
