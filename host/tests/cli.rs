@@ -205,6 +205,9 @@ fn run_on_the_embedded_broker_processes_and_stops_cleanly() {
         weir()
             .arg("run")
             .arg(&path)
+            // Only this test's messages: no F1 generator.
+            .arg("--generator-rate")
+            .arg("0")
             .env("WEIR_CACHE_DIR", dir.path().join("cache"))
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
