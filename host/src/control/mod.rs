@@ -417,9 +417,10 @@ impl RunControl {
             // schedule, it catches up in a burst.
             let due = (started.elapsed().as_secs_f64() * rate) as u64 + 1;
             if sent >= due {
-                let wait = Duration::from_secs_f64(
-                    ((sent + 1) as f64 / rate) - started.elapsed().as_secs_f64(),
-                );
+                // Sampled twice, the clock may have passed the due time already:
+                // a negative wait is no wait (and must not panic).
+                let ahead = (sent + 1) as f64 / rate - started.elapsed().as_secs_f64();
+                let wait = Duration::try_from_secs_f64(ahead).unwrap_or(Duration::ZERO);
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(wait.max(Duration::from_micros(200))) => continue,
