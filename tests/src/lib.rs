@@ -400,6 +400,34 @@ pub fn header<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
         .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
 
+/// Waits until each `(topic, partitions)` exists with that many partitions
+/// (weir creates its topics at start).
+pub async fn topics_exist(topics: &[(&str, usize)]) {
+    eventually("topics to exist", Duration::from_secs(60), || async {
+        for (topic, partitions) in topics {
+            let ends = try_end_offsets(topic)?;
+            if ends.len() != *partitions {
+                return Err(format!("{topic}: {ends:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The environment a test pipeline is read with: the test broker, and a
+/// topic prefix and consumer group of its own.
+pub fn test_env(prefix: &str, group: &str) -> HashMap<String, String> {
+    [
+        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap()),
+        ("KAFKA_TOPIC_PREFIX", prefix.to_string()),
+        ("KAFKA_CONSUMER_GROUP", group.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// A loopback address no one listens on now, for an admin API under test.
 pub fn free_local_addr() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -116,6 +116,9 @@ async fn run_control_generators_faults_and_state() {
         duplicated > 0
             && s["run"]["generator"]["produced"].as_u64() == Some(400 + duplicated)
             && stage_metric(s, "degradation", "consumed") == 400 + duplicated
+            // Stored for commit only once all their outputs are
+            // acknowledged: `emitted` is final then.
+            && stage_metric(s, "degradation", "committed") == 400 + duplicated
     })
     .await;
     assert_eq!(stage_metric(&s, "degradation", "emitted"), 400, "{s:#}");

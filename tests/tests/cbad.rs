@@ -41,15 +41,7 @@ async fn a_template_change_is_detected_near_where_it_happens() {
     let events = format!("{ns}.driftlock-events");
     let anomalies = format!("{ns}.driftlock-anomalies");
     let dlq = format!("{ns}.driftlock.dead-letter");
-    eventually("topics to exist", Duration::from_secs(60), || async {
-        let (e, d) = (try_end_offsets(&events)?, try_end_offsets(&dlq)?);
-        if e.len() == 3 && d.len() == 1 {
-            Ok(())
-        } else {
-            Err(format!("{e:?} {d:?}"))
-        }
-    })
-    .await;
+    topics_exist(&[(&events, 3), (&dlq, 1)]).await;
 
     let mut stable = LogStream::new(7, None);
     let mut drift = LogStream::new(11, Some(CHANGE_AT));

@@ -117,15 +117,7 @@ async fn ten_thousand_messages_flow_through_both_stages_exactly_once() {
     assert_eq!(duplicates.len(), 50);
     records.extend(duplicates.iter().cloned());
     // Topics are created by weir at start; wait for them before producing.
-    eventually("topics to exist", Duration::from_secs(60), || async {
-        let ends = try_end_offsets(&raw)?;
-        if ends.len() == 3 {
-            Ok(())
-        } else {
-            Err(format!("{ends:?}"))
-        }
-    })
-    .await;
+    topics_exist(&[(&raw, 3)]).await;
     produce(&raw, &records).await;
     let raw_end = end_offsets(&raw);
     assert_eq!(

@@ -115,15 +115,7 @@ async fn braking_anomalies_and_the_alert_lifecycle() {
     };
 
     let weir = Weir::start(config);
-    eventually("topics to exist", Duration::from_secs(60), || async {
-        let (r, d) = (try_end_offsets(&raw)?, try_end_offsets(&dlq)?);
-        if r.len() == 6 && d.len() == 1 {
-            Ok(())
-        } else {
-            Err(format!("{r:?} {d:?}"))
-        }
-    })
-    .await;
+    topics_exist(&[(&raw, 6), (&dlq, 1)]).await;
 
     // (a) The replay, then the same replay again.
     let frames = records(&replay());

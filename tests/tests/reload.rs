@@ -104,14 +104,7 @@ async fn plugins_swap_under_load_and_only_move_forward() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique_prefix("reload");
     let group = unique_prefix("group");
-    let env: HashMap<String, String> = [
-        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap()),
-        ("KAFKA_TOPIC_PREFIX", prefix.clone()),
-        ("KAFKA_CONSUMER_GROUP", group.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let env = test_env(&prefix, &group);
     let base = std::fs::read(weir_test_programs::HOSTILE).unwrap();
     let versions: Vec<Vec<u8>> = ["v1", "v2", "v4"]
         .iter()
@@ -137,11 +130,7 @@ async fn plugins_swap_under_load_and_only_move_forward() {
         format!("{prefix}.out"),
         format!("{prefix}.dlq"),
     );
-    eventually("topics to exist", Duration::from_secs(60), || async {
-        let i = try_end_offsets(&input)?;
-        (i.len() == 3).then_some(()).ok_or(format!("{i:?}"))
-    })
-    .await;
+    topics_exist(&[(&input, 3)]).await;
     let started = wait_for(&weir, "the pipeline to run", |s| s.generation == 1).await;
     assert_eq!(started.digests["counter"], digests[0]);
 
@@ -324,14 +313,7 @@ async fn pipeline_edits_add_remove_and_rebuild_stages() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique_prefix("edits");
     let group = unique_prefix("group");
-    let env: HashMap<String, String> = [
-        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap()),
-        ("KAFKA_TOPIC_PREFIX", prefix.clone()),
-        ("KAFKA_CONSUMER_GROUP", group.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let env = test_env(&prefix, &group);
     std::fs::copy(weir_test_programs::HOSTILE, dir.path().join("plugin.wasm")).unwrap();
     let toml = dir.path().join("pipeline.toml");
     std::fs::write(&toml, two_stage_text(false, 256)).unwrap();

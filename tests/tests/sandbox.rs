@@ -76,15 +76,7 @@ async fn start(on_error: &str) -> Run {
         dlq: format!("{prefix}.dlq"),
         group: format!("{group}.hostile"),
     };
-    eventually("topics to exist", Duration::from_secs(60), || async {
-        let (i, d) = (try_end_offsets(&run.input)?, try_end_offsets(&run.dlq)?);
-        if i.len() == 3 && d.len() == 1 {
-            Ok(())
-        } else {
-            Err(format!("{i:?} {d:?}"))
-        }
-    })
-    .await;
+    topics_exist(&[(&run.input, 3), (&run.dlq, 1)]).await;
     run
 }
 

@@ -103,15 +103,7 @@ async fn the_repo_pipeline_runs_both_scenarios() {
     let group_of = |stage: &str| format!("{group}.{stage}");
 
     let weir = Weir::start(config);
-    eventually("topics to exist", Duration::from_secs(60), || async {
-        let (r, o) = (try_end_offsets(&raw)?, try_end_offsets(&table)?);
-        if r.len() == 3 && o.len() == 1 {
-            Ok(())
-        } else {
-            Err(format!("{r:?} {o:?}"))
-        }
-    })
-    .await;
+    topics_exist(&[(&raw, 3), (&table, 1)]).await;
 
     // Everything goes in twice: F1 messages and orders, identical both times.
     let telemetry = f1::telemetry(F1_MESSAGES, &ns);

@@ -316,11 +316,9 @@ mod tests {
         s
     }
 
-    async fn get_json(router: Router, uri: &str) -> (StatusCode, serde_json::Value) {
-        let resp = router
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+    /// The status and JSON body (`Null` when not JSON) of one request.
+    async fn send(router: Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let resp = router.oneshot(request).await.unwrap();
         let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
@@ -329,6 +327,10 @@ mod tests {
             status,
             serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    async fn get_json(router: Router, uri: &str) -> (StatusCode, serde_json::Value) {
+        send(router, Request::get(uri).body(Body::empty()).unwrap()).await
     }
 
     #[tokio::test]
@@ -373,18 +375,7 @@ mod tests {
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let resp = router
-            .oneshot(req.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        )
+        send(router, req.body(Body::empty()).unwrap()).await
     }
 
     #[tokio::test]
