@@ -19,6 +19,7 @@ use crate::state::MemoryState;
 use crate::topology::StageControl;
 use crate::topology::Topology;
 use crate::topology::reload::{Controller, ReloadOutcome, ReloadStatus, SharedStatus};
+use crate::topology::replay::{ReplayError, ReplayOutcome};
 use crate::wasm::{Runtime, RuntimeOptions, StageContext, WasmError};
 
 /// What `weir validate` learned about one stage's plugin.
@@ -83,6 +84,7 @@ pub struct RunOptions {
     /// Requests to the admin API that change state need this bearer token.
     pub admin_token: Option<String>,
     /// Start consuming at once; otherwise wait for `POST /api/v1/start`.
+    /// `false` here or in `[admin].autostart` starts paused.
     pub autostart: bool,
     /// A generator to start with the pipeline.
     pub generator: Option<StartRequest>,
@@ -103,8 +105,9 @@ impl Default for RunOptions {
     }
 }
 
-/// Triggers reloads from outside the pipeline (the admin API, SIGHUP,
-/// tests) and reads their outcome. Usable once `run` has started.
+/// Changes the running topology from outside the pipeline (the admin API,
+/// SIGHUP, tests): reloads and replays, one at a time. Usable once `run`
+/// has started.
 #[derive(Clone, Default)]
 pub struct ReloadHandle {
     inner: Arc<ReloadInner>,
@@ -112,13 +115,19 @@ pub struct ReloadHandle {
 
 #[derive(Default)]
 struct ReloadInner {
-    requests: OnceLock<mpsc::UnboundedSender<ReloadRequest>>,
+    requests: OnceLock<mpsc::UnboundedSender<Command>>,
     status: OnceLock<SharedStatus>,
 }
 
-struct ReloadRequest {
-    trigger: &'static str,
-    reply: oneshot::Sender<ReloadOutcome>,
+enum Command {
+    Reload {
+        trigger: &'static str,
+        reply: oneshot::Sender<ReloadOutcome>,
+    },
+    Replay {
+        stage: String,
+        reply: oneshot::Sender<Result<ReplayOutcome, ReplayError>>,
+    },
 }
 
 impl ReloadHandle {
@@ -128,7 +137,19 @@ impl ReloadHandle {
         self.inner
             .requests
             .get()?
-            .send(ReloadRequest { trigger, reply })
+            .send(Command::Reload { trigger, reply })
+            .ok()?;
+        outcome.await.ok()
+    }
+
+    /// Replays a stage from the beginning of its inputs; `None` when no
+    /// pipeline is running.
+    pub async fn replay(&self, stage: String) -> Option<Result<ReplayOutcome, ReplayError>> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .requests
+            .get()?
+            .send(Command::Replay { stage, reply })
             .ok()?;
         outcome.await.ok()
     }
@@ -172,7 +193,7 @@ fn spawn_reloader(
     handle: &ReloadHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (req_tx, mut requests) = mpsc::unbounded_channel::<ReloadRequest>();
+    let (req_tx, mut requests) = mpsc::unbounded_channel::<Command>();
     let _ = handle.inner.requests.set(req_tx);
     let _ = handle.inner.status.set(controller.status());
     let (fs_tx, mut changes) = mpsc::unbounded_channel::<()>();
@@ -190,10 +211,23 @@ fn spawn_reloader(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(req) = requests.recv() => {
-                    let outcome = reload_blocking(&controller, req.trigger, Instant::now()).await;
-                    let _ = req.reply.send(outcome);
-                }
+                Some(command) = requests.recv() => match command {
+                    Command::Reload { trigger, reply } => {
+                        let outcome = reload_blocking(&controller, trigger, Instant::now()).await;
+                        let _ = reply.send(outcome);
+                    }
+                    Command::Replay { stage, reply } => {
+                        let controller = controller.clone();
+                        let outcome = tokio::task::spawn_blocking(move || {
+                            controller.lock().unwrap_or_else(|e| e.into_inner()).replay(&stage)
+                        })
+                        .await;
+                        // A panic drops `reply`: the caller sees no outcome.
+                        if let Ok(outcome) = outcome {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                },
                 Some(()) = changes.recv() => {
                     let first = Instant::now();
                     loop {
@@ -295,9 +329,11 @@ pub async fn run(
         metrics.clone(),
     )?);
     let stage_control = Arc::new(StageControl::default());
+    // Either `[admin].autostart = false` or `--no-autostart` starts paused.
+    let autostart = options.autostart && config.admin.autostart;
     stage_control
         .paused
-        .store(!options.autostart, std::sync::atomic::Ordering::Relaxed);
+        .store(!autostart, std::sync::atomic::Ordering::Relaxed);
     let topology = Topology::build(&config, &runtime, &clients, &stage_control)?;
     let control = RunControl::new(
         stage_control.clone(),

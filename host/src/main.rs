@@ -35,7 +35,8 @@ enum Command {
         /// (`POST /api/v1/reload` and SIGHUP still reload).
         #[arg(long)]
         no_watch: bool,
-        /// Start with the stages paused, until `POST /api/v1/start`.
+        /// Start with the stages paused, until `POST /api/v1/start`
+        /// (overrides `[admin].autostart`).
         #[arg(long)]
         no_autostart: bool,
         /// The F1 generator rate on the embedded broker (0 turns it off;

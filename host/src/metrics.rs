@@ -36,6 +36,76 @@ pub struct StageMetrics {
     /// the pause between two batches it took.
     pub last_change_to_live_ms: AtomicU64,
     pub last_swap_pause_us: AtomicU64,
+    /// Times the stage was replayed from the beginning of its inputs.
+    pub replays: AtomicU64,
+    /// How long a batch takes, from polled to its records enqueued.
+    pub batch_duration: Histogram,
+}
+
+/// Upper bounds of the batch-duration buckets, microseconds: 100 µs to 10 s,
+/// which spans a passthrough batch and a CBAD permutation test.
+pub const BATCH_BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A fixed-bucket latency histogram, lock-free to record into.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket of [`BATCH_BUCKETS_US`], plus one for everything above.
+    counts: [AtomicU64; BATCH_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+/// A histogram read at one moment: counts per bucket (not cumulative).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistogramSnapshot {
+    pub counts: Vec<u64>,
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    pub fn record(&self, elapsed: std::time::Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let i = BATCH_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The bucket bound at or below which quantile `q` of the observations
+    /// fall; `None` with no observations, `u64::MAX` above the last bound.
+    pub fn quantile_bound_us(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(BATCH_BUCKETS_US.get(i).copied().unwrap_or(u64::MAX));
+            }
+        }
+        Some(u64::MAX)
+    }
 }
 
 /// The values of `weir.error.kind`.
@@ -67,6 +137,14 @@ pub struct StageSnapshot {
     pub swaps: u64,
     pub last_change_to_live_ms: u64,
     pub last_swap_pause_us: u64,
+    pub replays: u64,
+    /// Batch duration, as bucket bounds: half the batches took at most
+    /// `batch_p50_us`, 99% at most `batch_p99_us`. `/metrics` has the
+    /// whole histogram.
+    pub batch_p50_us: Option<u64>,
+    pub batch_p99_us: Option<u64>,
+    #[serde(skip)]
+    pub batch_duration: HistogramSnapshot,
 }
 
 impl StageMetrics {
@@ -88,6 +166,7 @@ impl StageMetrics {
 
     pub fn snapshot(&self) -> StageSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let batch_duration = self.batch_duration.snapshot();
         StageSnapshot {
             consumed: get(&self.consumed),
             emitted: get(&self.emitted),
@@ -109,6 +188,10 @@ impl StageMetrics {
             swaps: get(&self.swaps),
             last_change_to_live_ms: get(&self.last_change_to_live_ms),
             last_swap_pause_us: get(&self.last_swap_pause_us),
+            replays: get(&self.replays),
+            batch_p50_us: batch_duration.quantile_bound_us(0.5),
+            batch_p99_us: batch_duration.quantile_bound_us(0.99),
+            batch_duration,
         }
     }
 }
@@ -168,5 +251,32 @@ impl Registry {
     pub fn plugin_metrics(&self) -> Vec<(PluginMetricKey, PluginMetricValue)> {
         let plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner());
         plugin.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_by_upper_bound() {
+        let h = Histogram::default();
+        assert_eq!(h.snapshot().quantile_bound_us(0.5), None);
+        h.record(Duration::from_micros(100)); // on a bound: that bucket
+        h.record(Duration::from_micros(101));
+        h.record(Duration::from_millis(3));
+        h.record(Duration::from_secs(60)); // above every bound
+        let s = h.snapshot();
+        assert_eq!(s.counts[0], 1);
+        assert_eq!(s.counts[1], 1);
+        assert_eq!(s.counts[5], 1);
+        assert_eq!(s.counts[BATCH_BUCKETS_US.len()], 1);
+        assert_eq!(s.count(), 4);
+        assert_eq!(s.sum_us, 100 + 101 + 3_000 + 60_000_000);
+        assert_eq!(s.quantile_bound_us(0.5), Some(250));
+        assert_eq!(s.quantile_bound_us(0.75), Some(5_000));
+        assert_eq!(s.quantile_bound_us(0.99), Some(u64::MAX));
     }
 }

@@ -14,6 +14,10 @@ pub enum AppError {
     Unavailable(String),
     #[error("this request changes state and needs `Authorization: Bearer <WEIR_ADMIN_TOKEN>`")]
     Unauthorized,
+    /// The request conflicts with the current state (a replay of a stage
+    /// whose plugin changed on disk).
+    #[error("{0}")]
+    Conflict(String),
     /// The request was understood but failed (a reload that was refused).
     #[error("{0}")]
     Unprocessable(String),
@@ -34,6 +38,7 @@ impl IntoResponse for AppError {
                 (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": message }))
             }
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "error": message })),
+            AppError::Conflict(_) => (StatusCode::CONFLICT, json!({ "error": message })),
             AppError::Unprocessable(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "error": message }),

@@ -120,6 +120,7 @@ pub fn router(state: AdminState) -> Router {
     // Everything that changes state sits behind the token check.
     let mut changes = Router::new()
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/replay", post(run::replay))
         .route("/api/v1/produce", post(run::produce))
         .route("/api/v1/load-test", post(run::load_test));
     // Seed 000's paths answer too, so its clients keep working.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::metrics::{PluginMetricValue, Registry, StageSnapshot};
+use crate::metrics::{BATCH_BUCKETS_US, PluginMetricValue, Registry, StageSnapshot};
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -92,6 +92,12 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.swaps,
     ),
     (
+        "replays_total",
+        "counter",
+        "Replays from the beginning of the inputs.",
+        |s| s.replays,
+    ),
+    (
         "lag",
         "gauge",
         "Messages behind the end of the inputs.",
@@ -134,6 +140,33 @@ pub fn render(registry: &Registry, extra: &[(&str, &str, u64)]) -> String {
             );
         }
     }
+    let name = "weir_stage_batch_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time a stage takes for a batch, from polled to its records enqueued."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (stage, snap) in &stages {
+        let stage = escape(stage);
+        let h = &snap.batch_duration;
+        let mut cumulative = 0;
+        for (i, n) in h.counts.iter().enumerate() {
+            cumulative += n;
+            let le = BATCH_BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |us| (*us as f64 / 1e6).to_string());
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{stage=\"{stage}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{stage=\"{stage}\"}} {}",
+            h.sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{stage=\"{stage}\"}} {cumulative}");
+    }
     for (name, help, value) in extra {
         let _ = writeln!(out, "# HELP weir_{name} {help}");
         let _ = writeln!(out, "# TYPE weir_{name} counter");
@@ -172,6 +205,12 @@ mod tests {
         let r = Registry::default();
         StageMetrics::add(&r.stage("deg").consumed, 5);
         r.stage("deg").failed("trap");
+        r.stage("deg")
+            .batch_duration
+            .record(std::time::Duration::from_micros(300));
+        r.stage("deg")
+            .batch_duration
+            .record(std::time::Duration::from_secs(20));
         r.counter_add(
             PluginMetricKey {
                 stage: "inv".into(),
@@ -189,5 +228,20 @@ mod tests {
         assert!(text.contains("weir_plugin_reservations{stage=\"inv\",reason=\"OUT\\\"OF\"} 2\n"));
         assert!(text.contains("weir_generator_produced_total 9\n"));
         assert!(text.contains("# TYPE weir_stage_lag gauge\n"));
+        let bucket = |le: &str| {
+            format!("weir_stage_batch_duration_seconds_bucket{{stage=\"deg\",le=\"{le}\"}}")
+        };
+        assert!(
+            text.contains(&format!("{} 0\n", bucket("0.00025"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1\n", bucket("0.0005"))),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{} 1\n", bucket("10"))), "{text}");
+        assert!(text.contains(&format!("{} 2\n", bucket("+Inf"))), "{text}");
+        assert!(text.contains("weir_stage_batch_duration_seconds_sum{stage=\"deg\"} 20.0003\n"));
+        assert!(text.contains("weir_stage_batch_duration_seconds_count{stage=\"deg\"} 2\n"));
     }
 }

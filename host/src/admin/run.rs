@@ -11,6 +11,7 @@ use super::{AdminState, AppError};
 use crate::control::{FaultProfile, FieldError, RunControl, StartRequest, parse_scenario};
 use crate::generate::Scenario;
 use crate::state::Scope;
+use crate::topology::replay::{ReplayError, ReplayOutcome};
 
 /// `Json<T>`, but a body that does not parse gets 422 naming what is wrong.
 pub struct Body<T>(pub T);
@@ -30,14 +31,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 }
 
 /// The field serde names in its message (`missing field `x``, `unknown
-/// field `x``, `invalid type ... for key `x``), else `body`.
+/// field `x``), or the path axum puts before it (`fault.latency_ms: invalid
+/// type ...`), else `body`.
 fn field_of(rejection: &JsonRejection) -> String {
-    let text = rejection.body_text();
-    text.split('`')
+    field_in(&rejection.body_text())
+}
+
+fn field_in(text: &str) -> String {
+    const PREFIX: &str = "Failed to deserialize the JSON body into the target type: ";
+    let detail = text.strip_prefix(PREFIX).unwrap_or(text);
+    let named = detail
+        .split('`')
         .nth(1)
-        .filter(|_| text.contains("field `"))
-        .unwrap_or("body")
-        .to_string()
+        .filter(|_| detail.starts_with("missing field `") || detail.starts_with("unknown field `"));
+    if let Some(name) = named {
+        return name.to_string();
+    }
+    match detail.split_once(": ") {
+        Some((path, _)) if !path.is_empty() && !path.contains(' ') && path != "." => {
+            path.to_string()
+        }
+        _ => "body".to_string(),
+    }
 }
 
 fn control(state: &AdminState) -> Result<&RunControl, AppError> {
@@ -130,16 +145,10 @@ pub async fn produce(
         ProduceRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            let text = e.to_string();
-            let field = text
-                .split('`')
-                .nth(1)
-                .filter(|_| text.contains("field `"))
-                .unwrap_or("body")
-                .to_string();
+            let message = e.to_string();
             AppError::Invalid(vec![FieldError {
-                field,
-                message: text,
+                field: field_in(&message),
+                message,
             }])
         })?
     };
@@ -259,5 +268,77 @@ fn render(bytes: &[u8]) -> Value {
     match std::str::from_utf8(bytes) {
         Ok(s) => Value::String(s.to_string()),
         Err(_) => json!({ "hex": hex::encode(bytes) }),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    pub stage: String,
+}
+
+/// Reprocesses a stage's inputs from the beginning with its state cleared.
+pub async fn replay(
+    State(state): State<AdminState>,
+    Body(req): Body<ReplayRequest>,
+) -> Result<Json<ReplayOutcome>, AppError> {
+    let outcome = state
+        .inner
+        .reload
+        .replay(req.stage)
+        .await
+        .ok_or_else(|| AppError::Unavailable("no pipeline is running".into()))?;
+    outcome.map(Json).map_err(|e| match e {
+        ReplayError::UnknownStage(_) => AppError::NotFound(e.to_string()),
+        ReplayError::NotRunning(_) | ReplayError::PluginChanged { .. } => {
+            AppError::Conflict(e.to_string())
+        }
+        ReplayError::Prepare { .. } => AppError::Unprocessable(e.to_string()),
+        ReplayError::Rewind { .. } => AppError::Unavailable(e.to_string()),
+        ReplayError::Restart { .. } => AppError::Internal(e.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_in;
+
+    #[test]
+    fn the_bad_field_is_named() {
+        let p = "Failed to deserialize the JSON body into the target type: ";
+        for (text, field) in [
+            (
+                format!(
+                    "{p}stage: invalid type: integer `3`, expected a string at line 1 column 10"
+                ),
+                "stage",
+            ),
+            (
+                format!("{p}fault.latency_ms: invalid type: string \"x\", expected u64"),
+                "fault.latency_ms",
+            ),
+            (
+                format!("{p}missing field `stage` at line 1 column 2"),
+                "stage",
+            ),
+            (
+                format!("{p}unknown field `stag`, expected `stage` at line 1 column 7"),
+                "stag",
+            ),
+            (
+                "unknown field `nope`, expected one of `orderId`, `items`".to_string(),
+                "nope",
+            ),
+            (
+                "invalid type: integer `3`, expected struct ReplayRequest".to_string(),
+                "body",
+            ),
+            (
+                "EOF while parsing a value at line 1 column 0".to_string(),
+                "body",
+            ),
+        ] {
+            assert_eq!(field_in(&text), field, "{text}");
+        }
     }
 }

@@ -25,6 +25,8 @@
 //!
 //! [admin]                           # optional
 //! listen = "127.0.0.1:8080"         # default 127.0.0.1:8080; an IP address and port
+//! autostart = true                  # default true; false starts with every stage paused
+//!                                   # until POST /api/v1/start (`weir run --no-autostart`)
 //!
 //! [[topic]]                         # zero or more; every topic a stage uses is declared
 //! name = "{prefix}.telemetry.raw"   # required; after substitution a valid Kafka topic name

@@ -134,12 +134,16 @@ impl fmt::Debug for Redacted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Start consuming at once; otherwise the stages wait, paused, for
+    /// `POST /api/v1/start`.
+    pub autostart: bool,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            autostart: true,
         }
     }
 }

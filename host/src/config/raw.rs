@@ -33,6 +33,7 @@ pub(super) struct RawKafka {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawAdmin {
     pub(super) listen: Option<Spanned<String>>,
+    pub(super) autostart: Option<bool>,
 }
 
 // Integers are read as i64 (TOML's own integer type) so that out-of-range values get a message

@@ -56,6 +56,7 @@ ssl_ca_location = "/etc/ssl/ca.pem"
 
 [admin]
 listen = "0.0.0.0:9000"
+autostart = false
 
 [[topic]]
 name = "{prefix}.telemetry.raw"
@@ -124,6 +125,7 @@ fn full_file_parses_to_the_expected_model() {
         },
         admin: AdminConfig {
             listen: "0.0.0.0:9000".parse().unwrap(),
+            autostart: false,
         },
         topics: vec![
             TopicConfig {
@@ -176,7 +178,7 @@ fn full_file_parses_to_the_expected_model() {
                 .as_object()
                 .unwrap()
                 .clone(),
-                line: 30,
+                line: 31,
             },
             StageConfig {
                 name: "alerts".into(),
@@ -189,13 +191,13 @@ fn full_file_parses_to_the_expected_model() {
                 limits: Limits::default(),
                 grants: Grants::default(),
                 config: serde_json::Map::new(),
-                line: 58,
+                line: 59,
             },
         ],
     };
     assert_eq!(config, expected);
 
-    assert_eq!(config.stage("alerts").map(|s| s.line), Some(58));
+    assert_eq!(config.stage("alerts").map(|s| s.line), Some(59));
     assert!(config.stage("missing").is_none());
     assert_eq!(
         config.topic("dev.telemetry.raw").and_then(|t| t.partitions),

@@ -247,11 +247,18 @@ fn kafka_options(
 
 fn admin(raw: Option<raw::RawAdmin>, report: &mut Report<'_>) -> AdminConfig {
     let defaults = AdminConfig::default();
-    let Some(listen) = raw.and_then(|raw| raw.listen) else {
+    let Some(raw) = raw else {
         return defaults;
     };
+    let autostart = raw.autostart.unwrap_or(defaults.autostart);
+    let Some(listen) = raw.listen else {
+        return AdminConfig {
+            autostart,
+            ..defaults
+        };
+    };
     match listen.get_ref().parse::<SocketAddr>() {
-        Ok(listen) => AdminConfig { listen },
+        Ok(listen) => AdminConfig { listen, autostart },
         Err(error) => {
             let path = KeyPath::root().key("admin").key("listen");
             report.at(
@@ -262,7 +269,10 @@ fn admin(raw: Option<raw::RawAdmin>, report: &mut Report<'_>) -> AdminConfig {
                     listen.get_ref()
                 ),
             );
-            defaults
+            AdminConfig {
+                autostart,
+                ..defaults
+            }
         }
     }
 }

@@ -32,6 +32,12 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error("cannot move the committed offsets of group {group}: {source}")]
+    Rewind {
+        group: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     #[error("cannot start the embedded broker: {0}")]
     Embedded(#[source] rdkafka::error::KafkaError),
 }

@@ -3,8 +3,10 @@
 
 mod client;
 mod embedded;
+mod offsets;
 mod topics;
 
 pub use client::{KafkaClients, KafkaError};
 pub use embedded::EmbeddedBroker;
+pub use offsets::{PartitionRewind, rewind_group};
 pub use topics::ensure_topics;

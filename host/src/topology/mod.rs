@@ -8,6 +8,7 @@
 mod ack;
 mod dead_letter;
 pub mod reload;
+pub mod replay;
 mod stage;
 
 use std::collections::BTreeMap;
@@ -15,13 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PipelineConfig, StageConfig};
 use crate::kafka::{KafkaClients, KafkaError};
-use crate::wasm::{Runtime, StageContext, WasmError};
+use crate::wasm::{Plugin, Runtime, StageContext, WasmError};
 
 pub use stage::Stage;
 
@@ -92,6 +94,10 @@ impl Running {
         self.lock().insert(handle.info.name.clone(), handle);
     }
 
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
     pub fn remove(&self, name: &str) -> Option<StageHandle> {
         self.lock().remove(name)
     }
@@ -135,6 +141,72 @@ pub fn stage_context(stage: &StageConfig) -> StageContext {
     }
 }
 
+/// What a stage is built from, before its plugin is instantiated: the
+/// compiled plugin and its Kafka clients.
+pub struct StageParts {
+    plugin: Arc<Plugin>,
+    consumer: BaseConsumer,
+    producer: stage::StageProducer,
+}
+
+impl StageParts {
+    /// The stage's consumer, before the stage starts with it.
+    pub fn consumer(&self) -> &BaseConsumer {
+        &self.consumer
+    }
+}
+
+/// Compiles (or loads from the cache) a stage's plugin and creates its
+/// consumer and producer. The consumer does not join its group until the
+/// stage starts.
+pub fn prepare_stage(
+    sc: &StageConfig,
+    config: &PipelineConfig,
+    runtime: &Runtime,
+    clients: &KafkaClients,
+) -> Result<StageParts, TopologyError> {
+    let plugin = Arc::new(runtime.load(&sc.name, &sc.plugin)?);
+    let consumer = clients.consumer(&config.kafka.consumer_group(&sc.name))?;
+    // A producer per stage: its delivery reports go straight to the
+    // stage that waits for them.
+    let producer = clients.producer(ack::Deliveries::default())?;
+    Ok(StageParts {
+        plugin,
+        consumer,
+        producer,
+    })
+}
+
+/// Instantiates the plugin of prepared parts, which runs its `init`: a bad
+/// [stage.config] fails here, before the stage consumes.
+pub fn assemble_stage(
+    sc: &StageConfig,
+    parts: StageParts,
+    runtime: &Arc<Runtime>,
+    control: &Arc<StageControl>,
+    generation: u64,
+) -> Result<(Stage, SyncSender<reload::Swap>), TopologyError> {
+    let ctx = stage_context(sc);
+    let instance = runtime.instantiate(&parts.plugin, &ctx)?;
+    // Room for a few generations; the stage takes them between batches.
+    let (swap_tx, swap_rx) = sync_channel(4);
+    let stage = Stage::new(
+        sc.clone(),
+        ctx,
+        runtime.clone(),
+        parts.plugin,
+        instance,
+        stage::StageIo {
+            consumer: parts.consumer,
+            producer: parts.producer,
+            swaps: swap_rx,
+            control: control.clone(),
+        },
+        generation,
+    );
+    Ok((stage, swap_tx))
+}
+
 /// Builds one stage: loads and initialises its plugin, creates its
 /// consumer and producer. Everything that can fail about a stage fails
 /// here, before it runs.
@@ -146,33 +218,8 @@ pub fn build_stage(
     control: &Arc<StageControl>,
     generation: u64,
 ) -> Result<(Stage, SyncSender<reload::Swap>), TopologyError> {
-    let plugin = Arc::new(runtime.load(&sc.name, &sc.plugin)?);
-    let ctx = stage_context(sc);
-    // Instantiating runs the plugin's init: a bad [stage.config] fails
-    // here, before any stage consumes.
-    let instance = runtime.instantiate(&plugin, &ctx)?;
-    let group = config.kafka.consumer_group(&sc.name);
-    let consumer = clients.consumer(&group)?;
-    // A producer per stage: its delivery reports go straight to the
-    // stage that waits for them.
-    let producer = clients.producer(ack::Deliveries::default())?;
-    // Room for a few generations; the stage takes them between batches.
-    let (swap_tx, swap_rx) = sync_channel(4);
-    let stage = Stage::new(
-        sc.clone(),
-        ctx,
-        runtime.clone(),
-        plugin,
-        instance,
-        stage::StageIo {
-            consumer,
-            producer,
-            swaps: swap_rx,
-            control: control.clone(),
-        },
-        generation,
-    );
-    Ok((stage, swap_tx))
+    let parts = prepare_stage(sc, config, runtime, clients)?;
+    assemble_stage(sc, parts, runtime, control, generation)
 }
 
 /// Starts `stage` on a thread of its own. It stops when `pipeline` is

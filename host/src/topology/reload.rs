@@ -58,16 +58,30 @@ pub struct ReloadStatus {
 
 pub type SharedStatus = Arc<RwLock<ReloadStatus>>;
 
+/// Owns changes to the running topology: reloads, and replays
+/// (`super::replay`). One change at a time.
 pub struct Controller {
-    config: PipelineConfig,
+    pub(super) config: PipelineConfig,
     env: Arc<dyn Env + Send + Sync>,
-    runtime: Arc<Runtime>,
-    clients: KafkaClients,
-    running: Running,
-    control: Arc<StageControl>,
+    pub(super) runtime: Arc<Runtime>,
+    pub(super) clients: KafkaClients,
+    pub(super) running: Running,
+    pub(super) control: Arc<StageControl>,
     /// Cancelling it stops the pipeline; new stages stop with it.
-    pipeline: CancellationToken,
-    status: SharedStatus,
+    pub(super) pipeline: CancellationToken,
+    pub(super) status: SharedStatus,
+}
+
+/// Stops a running stage and waits until it has drained and committed
+/// (and its consumer has left the group).
+pub(super) fn stop_and_wait(handle: super::StageHandle, why: &str) {
+    let name = handle.info.name.clone();
+    handle.stop.cancel();
+    match handle.done.blocking_recv() {
+        Ok(Ok(())) => tracing::info!(stage = name, why, "stage stopped"),
+        Ok(Err(e)) => tracing::warn!(stage = name, why, error = %e, "stage stopped with an error"),
+        Err(_) => tracing::warn!(stage = name, why, "stage thread ended without a result"),
+    }
 }
 
 fn file_digest(path: &std::path::Path) -> Result<String, String> {
@@ -198,7 +212,13 @@ impl Controller {
             }
         }
         for sc in &new.stages {
-            let Some(old) = self.config.stage(&sc.name) else {
+            // A stage that is declared but not running (a replay that
+            // could not restart it) is started afresh.
+            let old = self
+                .config
+                .stage(&sc.name)
+                .filter(|_| self.running.contains(&sc.name));
+            let Some(old) = old else {
                 plan.added.push(sc.name.clone());
                 continue;
             };
@@ -271,14 +291,7 @@ impl Controller {
         // first, so their replacements resume from their last offsets.
         for name in plan.removed.iter().chain(&plan.restarted) {
             if let Some(handle) = self.running.remove(name) {
-                handle.stop.cancel();
-                match handle.done.blocking_recv() {
-                    Ok(Ok(())) => tracing::info!(stage = name, "stage stopped by reload"),
-                    Ok(Err(e)) => {
-                        tracing::warn!(stage = name, error = %e, "stage stopped with an error")
-                    }
-                    Err(_) => tracing::warn!(stage = name, "stage thread ended without a result"),
-                }
+                stop_and_wait(handle, "reload");
             }
         }
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());

@@ -14,12 +14,12 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::ack::{Deliveries, Delivery, Ledger, Tag};
@@ -138,13 +138,22 @@ impl Stage {
     }
 
     /// Samples consumer lag (high watermark minus position, over the
-    /// assigned partitions) every [`LAG_INTERVAL`].
+    /// assigned partitions) every [`LAG_INTERVAL`]. A consumer with no
+    /// assignment (paused before its first poll, or out of the group after
+    /// a long pause) counts from the group's committed offsets over all of
+    /// its inputs' partitions, as `kafka-consumer-groups.sh` does.
     fn sample_lag(&mut self) {
         if self.lag_sampled.elapsed() < LAG_INTERVAL {
             return;
         }
         self.lag_sampled = Instant::now();
-        let Ok(positions) = self.consumer.position() else {
+        let assigned = self.consumer.assignment().map_or(0, |a| a.count());
+        let positions = if assigned > 0 {
+            self.consumer.position()
+        } else {
+            self.committed_over_inputs()
+        };
+        let Ok(positions) = positions else {
             return;
         };
         let mut lag = 0i64;
@@ -164,6 +173,22 @@ impl Stage {
             lag += (high - position).max(0);
         }
         self.metrics.lag.store(lag as u64, Ordering::Relaxed);
+    }
+
+    fn committed_over_inputs(&self) -> rdkafka::error::KafkaResult<TopicPartitionList> {
+        let mut all = TopicPartitionList::new();
+        for topic in &self.config.inputs {
+            let metadata = self
+                .consumer
+                .fetch_metadata(Some(topic), Duration::from_millis(500))?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    all.add_partition(t.name(), p.id());
+                }
+            }
+        }
+        self.consumer
+            .committed_offsets(all, Duration::from_millis(500))
     }
 
     /// Takes the newest plugin instance a reload prepared, between batches:
@@ -325,6 +350,7 @@ impl Stage {
                 slow.saturating_mul(messages.len() as u64),
             ));
         }
+        let started = Instant::now();
         StageMetrics::add(&self.metrics.consumed, messages.len() as u64);
         StageMetrics::add(&self.metrics.batches, 1);
         // A plugin call sees one partition at a time, so its state scope is
@@ -371,6 +397,7 @@ impl Stage {
                 ledger.push(slot, m.offset(), sent);
             }
         }
+        self.metrics.batch_duration.record(started.elapsed());
         Ok(())
     }
 
