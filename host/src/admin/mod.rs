@@ -2,6 +2,7 @@
 //! [`AdminState`], so tests drive it with `tower::ServiceExt::oneshot` and
 //! `weir run` serves it.
 
+mod docs;
 mod error;
 mod prometheus;
 mod run;
@@ -117,30 +118,33 @@ impl AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    // Everything that changes state sits behind the token check.
-    let mut changes = Router::new()
+    // Everything that changes state sits behind the token check. Seed
+    // 000's `kafka-demo` paths answer too, so its clients keep working.
+    // Every route is in `openapi.json`; `docs::tests` checks both ways.
+    let changes = Router::new()
+        .route("/api/v1/start", post(run::start))
+        .route("/api/v1/stop", post(run::stop))
+        .route("/api/v1/fault", post(run::fault))
+        .route("/api/v1/kafka-demo/start", post(run::start))
+        .route("/api/v1/kafka-demo/stop", post(run::stop))
+        .route("/api/v1/kafka-demo/fault", post(run::fault))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/replay", post(run::replay))
         .route("/api/v1/produce", post(run::produce))
-        .route("/api/v1/load-test", post(run::load_test));
-    // Seed 000's paths answer too, so its clients keep working.
-    for base in ["/api/v1", "/api/v1/kafka-demo"] {
-        changes = changes
-            .route(&format!("{base}/start"), post(run::start))
-            .route(&format!("{base}/stop"), post(run::stop))
-            .route(&format!("{base}/fault"), post(run::fault));
-    }
-    let changes = changes.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/api/v1/load-test", post(run::load_test))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(changes)
+        .route("/api/v1/status", get(status))
         .route("/api/v1/kafka-demo/status", get(status))
+        .route("/api/v1/stages", get(stages))
+        .route("/api/v1/stages/{stage}", get(stage))
         .route("/api/v1/stages/{stage}/state/{key}", get(run::state_value))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/stages", get(stages))
-        .route("/api/v1/stages/{stage}", get(stage))
+        .route("/api-docs/openapi.json", get(docs::openapi))
+        .route("/api-docs", get(docs::page))
         .with_state(state)
 }
 
@@ -332,6 +336,10 @@ mod tests {
 
     async fn get_json(router: Router, uri: &str) -> (StatusCode, serde_json::Value) {
         send(router, Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    pub(super) fn test_state() -> AdminState {
+        state()
     }
 
     #[tokio::test]

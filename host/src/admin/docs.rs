@@ -1,0 +1,168 @@
+//! The admin API's own description: the OpenAPI document and a page that
+//! renders it and sends requests, both compiled into the binary so they
+//! work with no network.
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+
+/// Kept by hand beside the router; the tests hold the two together.
+const OPENAPI: &str = include_str!("openapi.json");
+const PAGE: &str = include_str!("docs.html");
+
+pub async fn openapi() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+pub async fn page() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::admin::router;
+    use crate::admin::tests::test_state;
+
+    fn spec() -> Value {
+        serde_json::from_str(OPENAPI).expect("openapi.json is JSON")
+    }
+
+    /// (METHOD, path) of every operation the document describes.
+    fn documented() -> BTreeSet<(String, String)> {
+        let spec = spec();
+        let mut out = BTreeSet::new();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                out.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        out
+    }
+
+    /// (METHOD, path) of every `.route(...)` in the router's source.
+    fn routed() -> BTreeSet<(String, String)> {
+        let source = include_str!("mod.rs");
+        let router = &source[source.find("pub fn router(").unwrap()..];
+        let router = &router[..router.find("\n}\n").unwrap()];
+        router
+            .split(".route(\"")
+            .skip(1)
+            .map(|rest| {
+                let (path, rest) = rest.split_once('"').unwrap();
+                let method = rest.trim_start_matches(", ").split('(').next().unwrap();
+                (method.to_uppercase(), path.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_route_is_documented_and_nothing_else() {
+        let (documented, routed) = (documented(), routed());
+        assert!(routed.len() >= 20, "the source scan found {routed:?}");
+        assert_eq!(
+            routed.difference(&documented).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "routes missing from openapi.json"
+        );
+        assert_eq!(
+            documented.difference(&routed).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "documented operations with no route"
+        );
+    }
+
+    /// Every documented operation answers (a router 404 has no body), and
+    /// every request example gets past the handler's validation.
+    #[tokio::test]
+    async fn operations_answer_and_examples_are_valid() {
+        let spec = spec();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let mut uri = path.clone();
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["in"] == "path" {
+                        let name = p["name"].as_str().unwrap();
+                        let example = p["example"].as_str().expect("path params have examples");
+                        uri = uri.replace(&format!("{{{name}}}"), example);
+                    }
+                }
+                let example = &op["requestBody"]["content"]["application/json"]["example"];
+                let body = if example.is_null() {
+                    Body::empty()
+                } else {
+                    Body::from(example.to_string())
+                };
+                let request = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&uri)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .unwrap();
+                let response = router(test_state()).oneshot(request).await.unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let what = format!(
+                    "{method} {uri}: {status} {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{what}");
+                assert!(
+                    !(status == StatusCode::NOT_FOUND && bytes.is_empty()),
+                    "not routed: {what}"
+                );
+                assert_ne!(
+                    status,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "example refused: {what}"
+                );
+                let documented = op["responses"]
+                    .as_object()
+                    .unwrap()
+                    .contains_key(status.as_str());
+                assert!(documented, "undocumented status: {what}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_docs_page_is_served_without_external_assets() {
+        let response = router(test_state())
+            .oneshot(Request::get("/api-docs").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let html = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let html = String::from_utf8(html.to_vec()).unwrap();
+        assert!(html.contains("/api-docs/openapi.json"));
+        for external in ["src=\"http", "href=\"http", "@import", "//cdn", "url(http"] {
+            assert!(!html.contains(external), "the page loads {external}…");
+        }
+        let response = router(test_state())
+            .oneshot(
+                Request::get("/api-docs/openapi.json")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(spec()["openapi"], "3.1.0");
+    }
+}
