@@ -343,12 +343,13 @@ pub async fn run(
         order_skus(&config),
     );
 
+    let listener = bind(config.admin.listen).await?;
     let admin_state = AdminState::new(bootstrap, embedded, metrics.clone())
         .with_reload(options.reload.clone())
         .with_token(options.admin_token.clone())
         .with_control(control.clone())
-        .with_state(state.clone());
-    let listener = bind(config.admin.listen).await?;
+        .with_state(state.clone())
+        .with_listen(listener.local_addr()?);
     tracing::info!(listen = %listener.local_addr()?, "admin API listening");
     let server = {
         let shutdown = shutdown.clone();

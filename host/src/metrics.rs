@@ -40,6 +40,9 @@ pub struct StageMetrics {
     pub replays: AtomicU64,
     /// How long a batch takes, from polled to its records enqueued.
     pub batch_duration: Histogram,
+    /// The input partitions this process's consumer holds, as last sampled
+    /// with the lag: whose keyed state this process serves.
+    pub assigned: Mutex<Vec<i32>>,
 }
 
 /// Upper bounds of the batch-duration buckets, microseconds: 100 µs to 10 s,
@@ -145,6 +148,9 @@ pub struct StageSnapshot {
     pub batch_p99_us: Option<u64>,
     #[serde(skip)]
     pub batch_duration: HistogramSnapshot,
+    /// Input partitions assigned to this process (sorted, deduplicated
+    /// over the inputs, as state is scoped by partition number).
+    pub assigned_partitions: Vec<i32>,
 }
 
 impl StageMetrics {
@@ -192,6 +198,11 @@ impl StageMetrics {
             batch_p50_us: batch_duration.quantile_bound_us(0.5),
             batch_p99_us: batch_duration.quantile_bound_us(0.99),
             batch_duration,
+            assigned_partitions: self
+                .assigned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }

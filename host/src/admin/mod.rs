@@ -44,6 +44,8 @@ struct Inner {
     token: Option<String>,
     control: Option<RunControl>,
     state: Option<Arc<dyn StateStore>>,
+    /// Where this API listens, for answers that say who serves what.
+    admin_listen: Option<std::net::SocketAddr>,
 }
 
 impl AdminState {
@@ -60,6 +62,7 @@ impl AdminState {
                 token: None,
                 control: None,
                 state: None,
+                admin_listen: None,
             }),
         }
     }
@@ -67,6 +70,12 @@ impl AdminState {
     /// Reloads go through `handle`.
     pub fn with_reload(mut self, handle: ReloadHandle) -> Self {
         self.inner_mut().reload = handle;
+        self
+    }
+
+    /// The address this API is served on.
+    pub fn with_listen(mut self, listen: std::net::SocketAddr) -> Self {
+        self.inner_mut().admin_listen = Some(listen);
         self
     }
 

@@ -219,7 +219,8 @@ pub struct StateQuery {
 
 /// A stage's keyed state under `key`, in each partition that has it (or
 /// the one asked for). This process serves the partitions its stages are
-/// assigned; with several weir processes in a group, each serves its own.
+/// assigned, and says which; with several weir processes in a group, each
+/// serves its own, as Kafka Streams' interactive queries do.
 pub async fn state_value(
     State(state): State<AdminState>,
     Path((stage, key)): Path<(String, String)>,
@@ -252,10 +253,22 @@ pub async fn state_value(
             "stage {stage} holds no key {key:?} in this process"
         )));
     }
+    let assigned = state
+        .inner
+        .metrics
+        .stage(&stage)
+        .snapshot()
+        .assigned_partitions;
     Ok(Json(json!({
         "stage": stage,
         "key": key,
-        "served_by": "this weir process, for the partitions assigned to it",
+        "served_by": {
+            "process": std::process::id(),
+            "admin_listen": state.inner.admin_listen.map(|a| a.to_string()),
+            // Partitions another process of the group holds are served
+            // by that process's admin API.
+            "assigned_partitions": assigned,
+        },
         "values": found,
     })))
 }

@@ -156,6 +156,18 @@ impl Stage {
         let Ok(positions) = positions else {
             return;
         };
+        let mut held: Vec<i32> = if assigned > 0 {
+            positions.elements().iter().map(|e| e.partition()).collect()
+        } else {
+            Vec::new()
+        };
+        held.sort_unstable();
+        held.dedup();
+        *self
+            .metrics
+            .assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = held;
         let mut lag = 0i64;
         for e in positions.elements() {
             let Ok((low, high)) = self.consumer.fetch_watermarks(
