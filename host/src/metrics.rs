@@ -43,6 +43,9 @@ pub struct StageMetrics {
     /// The input partitions this process's consumer holds, as last sampled
     /// with the lag: whose keyed state this process serves.
     pub assigned: Mutex<Vec<i32>>,
+    /// Records the broker acknowledged, per topic written (outputs and the
+    /// dead-letter topic).
+    pub acknowledged_by_topic: Mutex<Vec<(String, u64)>>,
 }
 
 /// Upper bounds of the batch-duration buckets, microseconds: 100 µs to 10 s,
@@ -151,6 +154,9 @@ pub struct StageSnapshot {
     /// Input partitions assigned to this process (sorted, deduplicated
     /// over the inputs, as state is scoped by partition number).
     pub assigned_partitions: Vec<i32>,
+    /// Records acknowledged per topic written: each output and the
+    /// dead-letter topic.
+    pub by_topic: BTreeMap<String, u64>,
 }
 
 impl StageMetrics {
@@ -203,6 +209,13 @@ impl StageMetrics {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            by_topic: self
+                .acknowledged_by_topic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
         }
     }
 }

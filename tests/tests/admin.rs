@@ -122,6 +122,8 @@ async fn run_control_generators_faults_and_state() {
     })
     .await;
     assert_eq!(stage_metric(&s, "degradation", "emitted"), 400, "{s:#}");
+    let by_topic = &s["metrics"]["stages"]["degradation"]["by_topic"];
+    assert_eq!(by_topic[&analytics], 400, "emitted per output: {s:#}");
     settled(
         &format!("{group}.degradation"),
         &[&format!("{ns}-f1.telemetry.raw")],

@@ -140,6 +140,21 @@ pub fn render(registry: &Registry, extra: &[(&str, &str, u64)]) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP weir_stage_records_total Records acknowledged by the broker, per topic written."
+    );
+    let _ = writeln!(out, "# TYPE weir_stage_records_total counter");
+    for (stage, snap) in &stages {
+        for (topic, n) in &snap.by_topic {
+            let _ = writeln!(
+                out,
+                "weir_stage_records_total{{stage=\"{}\",topic=\"{}\"}} {n}",
+                escape(stage),
+                escape(topic)
+            );
+        }
+    }
     let name = "weir_stage_batch_duration_seconds";
     let _ = writeln!(
         out,
@@ -206,6 +221,11 @@ mod tests {
         StageMetrics::add(&r.stage("deg").consumed, 5);
         r.stage("deg").failed("trap");
         r.stage("deg")
+            .acknowledged_by_topic
+            .lock()
+            .unwrap()
+            .push(("out".into(), 4));
+        r.stage("deg")
             .batch_duration
             .record(std::time::Duration::from_micros(300));
         r.stage("deg")
@@ -227,6 +247,7 @@ mod tests {
         assert!(text.contains("weir_stage_failures_total{stage=\"deg\",kind=\"trap\"} 1\n"));
         assert!(text.contains("weir_plugin_reservations{stage=\"inv\",reason=\"OUT\\\"OF\"} 2\n"));
         assert!(text.contains("weir_generator_produced_total 9\n"));
+        assert!(text.contains("weir_stage_records_total{stage=\"deg\",topic=\"out\"} 4\n"));
         assert!(text.contains("# TYPE weir_stage_lag gauge\n"));
         let bucket = |le: &str| {
             format!("weir_stage_batch_duration_seconds_bucket{{stage=\"deg\",le=\"{le}\"}}")

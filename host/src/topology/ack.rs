@@ -65,14 +65,30 @@ pub struct Delivery {
 /// The producer context: queues delivery reports for the stage thread.
 #[derive(Default)]
 pub struct Deliveries {
-    queue: Mutex<Vec<Delivery>>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    reports: Vec<Delivery>,
+    /// Records acknowledged per topic since the last drain. A stage writes
+    /// to a handful of topics, so a scan beats hashing.
+    by_topic: Vec<(String, u64)>,
 }
 
 impl Deliveries {
-    /// Moves every queued report into `into` (which should be empty).
-    pub fn drain(&self, into: &mut Vec<Delivery>) {
+    /// Moves every queued report into `into` (which should be empty), and
+    /// adds the acknowledged records per topic to `by_topic`.
+    pub fn drain(&self, into: &mut Vec<Delivery>, by_topic: &mut Vec<(String, u64)>) {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *queue, into);
+        std::mem::swap(&mut queue.reports, into);
+        for (topic, n) in queue.by_topic.iter_mut().filter(|(_, n)| *n > 0) {
+            match by_topic.iter_mut().find(|(t, _)| t == topic) {
+                Some((_, total)) => *total += *n,
+                None => by_topic.push((topic.clone(), *n)),
+            }
+            *n = 0;
+        }
     }
 }
 
@@ -82,17 +98,22 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let failed = match result {
-            Ok(_) => None,
+            Ok(m) => {
+                let topic = rdkafka::Message::topic(m);
+                match queue.by_topic.iter_mut().find(|(t, _)| t == topic) {
+                    Some((_, n)) => *n += 1,
+                    None => queue.by_topic.push((topic.to_string(), 1)),
+                }
+                None
+            }
             Err((e, m)) => Some((e.clone(), m.detach())),
         };
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Delivery {
-                tag: Tag(opaque),
-                failed,
-            });
+        queue.reports.push(Delivery {
+            tag: Tag(opaque),
+            failed,
+        });
     }
 }
 

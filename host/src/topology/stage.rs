@@ -724,7 +724,14 @@ impl Stage {
     /// Applies the broker's acknowledgements, re-sends refused records that
     /// are due, and stores the offsets that are complete.
     fn settle(&self, ledger: &mut Ledger, retries: &mut Vec<Retry>, scratch: &mut Vec<Delivery>) {
-        self.producer.context().drain(scratch);
+        {
+            let mut by_topic = self
+                .metrics
+                .acknowledged_by_topic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.producer.context().drain(scratch, &mut by_topic);
+        }
         for d in scratch.drain(..) {
             match d.failed {
                 None => {
