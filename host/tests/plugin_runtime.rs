@@ -195,8 +195,15 @@ fn a_trapped_call_leaves_no_state_behind() {
     // `a` is recorded before the panic, in the same call: the write must
     // not survive, or a retry would find `a` already done.
     let mut inst = rt.instantiate(&plugin, &stage).unwrap();
-    assert!(inst.process(batch(&["a", "panic"]).batch()).is_err());
+    let err = inst.process(batch(&["a", "panic"]).batch()).unwrap_err();
     assert_eq!(state.get(&scope, b"seen/a"), None);
+    // The dead-letter reason is one line: the trap and the panic message,
+    // not wasmtime's multi-line backtrace.
+    assert_eq!(err.kind, CallErrorKind::Trap);
+    assert!(!err.message.contains('\n'), "{:?}", err.message);
+    assert!(err.message.contains("unreachable"), "{}", err.message);
+    assert!(err.message.contains("told to panic"), "{}", err.message);
+    assert!(!err.message.contains("RUST_BACKTRACE"), "{}", err.message);
 
     // A call that returns applies its writes, to its partition only.
     let mut inst = rt.instantiate(&plugin, &stage).unwrap();

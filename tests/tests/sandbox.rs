@@ -160,6 +160,8 @@ async fn each_hostile_message_fails_alone_and_the_rest_flows() {
         ]),
         "{dead:#?}"
     );
+    assert!(dead["panic"].1.contains("told to panic"), "{dead:#?}");
+    assert!(!dead["panic"].1.contains('\n'), "one line: {dead:#?}");
     assert!(dead["many:50"].1.contains("max_outputs_per_message is 10"));
     assert!(dead["oversized"].1.contains("max_payload_bytes of 4096"));
     run.weir.stop().await.expect("clean shutdown");

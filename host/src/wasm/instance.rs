@@ -72,6 +72,7 @@ impl Instance {
         let host = self.store.data_mut();
         host.scope.partition = batch.partition;
         host.begin_call();
+        host.stdio.begin_call();
         host.limiter.clear_refused();
         host.deadline = Instant::now() + self.call_timeout;
         self.store.set_epoch_deadline(self.deadline_ticks);
@@ -99,8 +100,24 @@ fn classify(host: &HostState, error: wasmtime::Error) -> CallError {
                 "interrupted: the call ran past its deadline".to_string()
             }
             (CallErrorKind::Memory, Some(exceeded)) => exceeded.to_string(),
-            _ => format!("{error:#}"),
+            _ => trap_message(host, &error),
         },
+    }
+}
+
+/// One line for the `weir.error` header: the trap, and what the plugin
+/// wrote to stderr during the call (a Rust panic's message and location).
+/// The wasm backtrace goes to the log instead.
+fn trap_message(host: &HostState, error: &wasmtime::Error) -> String {
+    tracing::debug!(
+        stage = &*host.scope.stage,
+        error = format!("{error:?}"),
+        "plugin call trapped"
+    );
+    let cause = error.root_cause().to_string();
+    match host.stdio.recent_stderr() {
+        Some(stderr) => format!("{cause}; stderr: {stderr}"),
+        None => cause,
     }
 }
 

@@ -34,6 +34,9 @@ pub const LINES_PER_SEC: f64 = 100.0;
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
 /// How much a guest may write in one `write` call.
 const WRITE_PERMIT: usize = 64 * 1024;
+/// How much of a call's stderr is kept to explain a trap (a Rust panic
+/// message, typically), in bytes.
+const RECENT_STDERR: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
@@ -93,6 +96,8 @@ struct State {
     dropped_total: u64,
     /// When the last summary of dropped lines was logged.
     last_summary: Option<Instant>,
+    /// Stderr lines of the current call, joined, up to [`RECENT_STDERR`].
+    recent_stderr: String,
 }
 
 impl State {
@@ -127,6 +132,9 @@ impl State {
     fn log_line(&mut self, which: Which, truncated: bool) {
         let w = which as usize;
         let mut line = std::mem::take(&mut self.line[w]);
+        if which == Which::Stderr {
+            self.remember_stderr(&line);
+        }
         if !self.bucket.take() {
             self.dropped[w] += 1;
             self.dropped_total += 1;
@@ -154,6 +162,27 @@ impl State {
         }
         line.clear();
         self.line[w] = line;
+    }
+
+    /// Keeps what explains a failure: not Rust's hint about backtraces.
+    fn remember_stderr(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim();
+        if text.is_empty() || text.starts_with("note: run with `RUST_BACKTRACE") {
+            return;
+        }
+        let room = RECENT_STDERR.saturating_sub(self.recent_stderr.len());
+        if room < 2 {
+            return;
+        }
+        if !self.recent_stderr.is_empty() {
+            self.recent_stderr.push(' ');
+        }
+        let mut end = text.len().min(room - 1);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.recent_stderr.push_str(&text[..end]);
     }
 
     /// One warning per stream with lines dropped since the last one.
@@ -208,6 +237,7 @@ impl Capture {
                 dropped: [0; 2],
                 dropped_total: 0,
                 last_summary: None,
+                recent_stderr: String::new(),
             })),
         }
     }
@@ -232,6 +262,23 @@ impl Capture {
             capture: self.clone(),
             which: Which::Stderr,
         }
+    }
+
+    /// Forgets the stderr of the previous call.
+    pub(crate) fn begin_call(&self) {
+        self.lock().recent_stderr.clear();
+    }
+
+    /// What the plugin wrote to stderr during this call, lines joined
+    /// (including a last line without its newline), if anything.
+    pub(crate) fn recent_stderr(&self) -> Option<String> {
+        let mut state = self.lock();
+        let pending = std::mem::take(&mut state.line[Which::Stderr as usize]);
+        if !pending.is_empty() && !state.truncated[Which::Stderr as usize] {
+            state.remember_stderr(&pending);
+        }
+        state.line[Which::Stderr as usize] = pending;
+        (!state.recent_stderr.is_empty()).then(|| state.recent_stderr.clone())
     }
 
     /// Lines dropped by the rate limit over the instance's life.
@@ -322,7 +369,21 @@ mod tests {
             dropped: [0; 2],
             dropped_total: 0,
             last_summary: None,
+            recent_stderr: String::new(),
         }
+    }
+
+    #[test]
+    fn a_calls_stderr_is_kept_short_for_the_dead_letter_reason() {
+        let mut s = state();
+        s.write(Which::Stdout, b"not this\n");
+        s.write(Which::Stderr, b"panicked at x.rs:1:\nboom\n");
+        s.write(Which::Stderr, b"note: run with `RUST_BACKTRACE=1` to see\n");
+        assert_eq!(s.recent_stderr, "panicked at x.rs:1: boom");
+        s.write(Which::Stderr, "é".repeat(400).as_bytes());
+        s.write(Which::Stderr, b"\n");
+        assert!(s.recent_stderr.len() <= RECENT_STDERR);
+        assert!(s.recent_stderr.ends_with('é'));
     }
 
     #[test]
