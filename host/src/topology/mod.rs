@@ -7,6 +7,7 @@
 
 mod ack;
 mod dead_letter;
+mod lag;
 pub mod reload;
 pub mod replay;
 mod stage;

@@ -14,15 +14,16 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::ack::{Deliveries, Delivery, Ledger, Tag};
+use super::lag::LagSampler;
 use super::reload::Swap;
 use super::{StageControl, StageInfo, TopologyError, dead_letter};
 use crate::config::{OnError, StageConfig};
@@ -43,8 +44,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Extra attempts a message alone gets after timing out, before it fails.
 const TIMEOUT_RETRIES: u32 = 2;
-/// How often a stage samples its consumer lag.
-const LAG_INTERVAL: Duration = Duration::from_secs(2);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub type StageProducer = ThreadedProducer<Deliveries>;
@@ -78,7 +77,6 @@ pub struct Stage {
     /// The generation running, as the `weir.generation` header carries it.
     generation: String,
     control: Arc<StageControl>,
-    lag_sampled: Instant,
 }
 
 /// What became of one input message.
@@ -133,74 +131,7 @@ impl Stage {
             swaps,
             generation: generation.to_string(),
             control,
-            lag_sampled: Instant::now(),
         }
-    }
-
-    /// Samples consumer lag (high watermark minus position, over the
-    /// assigned partitions) every [`LAG_INTERVAL`]. A consumer with no
-    /// assignment (paused before its first poll, or out of the group after
-    /// a long pause) counts from the group's committed offsets over all of
-    /// its inputs' partitions, as `kafka-consumer-groups.sh` does.
-    fn sample_lag(&mut self) {
-        if self.lag_sampled.elapsed() < LAG_INTERVAL {
-            return;
-        }
-        self.lag_sampled = Instant::now();
-        let assigned = self.consumer.assignment().map_or(0, |a| a.count());
-        let positions = if assigned > 0 {
-            self.consumer.position()
-        } else {
-            self.committed_over_inputs()
-        };
-        let Ok(positions) = positions else {
-            return;
-        };
-        let mut held: Vec<i32> = if assigned > 0 {
-            positions.elements().iter().map(|e| e.partition()).collect()
-        } else {
-            Vec::new()
-        };
-        held.sort_unstable();
-        held.dedup();
-        *self
-            .metrics
-            .assigned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = held;
-        let mut lag = 0i64;
-        for e in positions.elements() {
-            let Ok((low, high)) = self.consumer.fetch_watermarks(
-                e.topic(),
-                e.partition(),
-                Duration::from_millis(200),
-            ) else {
-                continue;
-            };
-            let position = match e.offset() {
-                rdkafka::Offset::Offset(o) => o,
-                // Nothing consumed yet: all that is there is behind.
-                _ => low,
-            };
-            lag += (high - position).max(0);
-        }
-        self.metrics.lag.store(lag as u64, Ordering::Relaxed);
-    }
-
-    fn committed_over_inputs(&self) -> rdkafka::error::KafkaResult<TopicPartitionList> {
-        let mut all = TopicPartitionList::new();
-        for topic in &self.config.inputs {
-            let metadata = self
-                .consumer
-                .fetch_metadata(Some(topic), Duration::from_millis(500))?;
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    all.add_partition(t.name(), p.id());
-                }
-            }
-        }
-        self.consumer
-            .committed_offsets(all, Duration::from_millis(500))
     }
 
     /// Takes the newest plugin instance a reload prepared, between batches:
@@ -267,6 +198,13 @@ impl Stage {
     /// repeats nothing.
     pub fn run(mut self, shutdown: CancellationToken) -> Result<(), TopologyError> {
         let consumer = self.consumer.clone();
+        // Stopped (dropped) when `run` returns, before the consumer is.
+        let _lag = LagSampler::spawn(
+            &self.config.name,
+            consumer.clone(),
+            self.config.inputs.clone(),
+            self.metrics.clone(),
+        );
         let mut ledger = Ledger::default();
         let mut retries = Vec::new();
         let mut deliveries = Vec::new();
@@ -276,7 +214,6 @@ impl Stage {
                 break Ok(());
             }
             self.take_swaps();
-            self.sample_lag();
             // Paused by the operator: no polling, but acknowledgements keep
             // settling and offsets committing. A pause longer than the
             // consumer's max.poll.interval.ms leaves the group; the next
