@@ -343,3 +343,125 @@ async fn autostart_off_waits_for_start() {
     .await;
     weir.stop().await.expect("clean shutdown");
 }
+
+async fn analytics_total(admin: std::net::SocketAddr) -> Option<u64> {
+    let (code, body) = http(
+        admin,
+        "GET",
+        "/api/v1/stages/order-analytics/state/totals",
+        None,
+    )
+    .await;
+    (code == 200)
+        .then(|| body["values"][0]["value"]["total_orders"].as_u64())
+        .flatten()
+}
+
+/// A replay that cannot move the offsets (another process is a member of
+/// the stage's group) changes nothing: 503 naming the cause, the stage runs
+/// on with its state. Once the other member leaves, the replay goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_rolls_back_while_another_member_holds_the_group() {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    init_tracing();
+    let ns = unique_prefix("replay");
+    let group = unique_prefix("group");
+    let admin = free_local_addr();
+    let mut config = repo_pipeline(&ns, &group);
+    config.admin.listen = admin;
+    let input = config.stage("order-analytics").unwrap().inputs[0].clone();
+    let weir = Weir::start(config);
+    eventually("the admin API", WAIT, || async {
+        match tokio::net::TcpStream::connect(admin).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/api/v1/load-test",
+        Some(&json!({"count": 1_000})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    eventually("analytics to count 1,000", WAIT, || async {
+        match analytics_total(admin).await {
+            Some(1_000) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Another consumer joins the stage's group and stays in it.
+    let stage_group = format!("{group}.order-analytics");
+    let other: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", &stage_group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    other.subscribe(&[input.as_str()]).unwrap();
+    eventually("the other member to join", WAIT, || {
+        let _ = other.poll(Duration::from_millis(100));
+        let members = other
+            .client()
+            .fetch_group_list(Some(&stage_group), Duration::from_secs(5))
+            .map(|l| l.groups().first().map_or(0, |g| g.members().len()))
+            .unwrap_or(0);
+        async move {
+            if members == 2 {
+                Ok(())
+            } else {
+                Err(format!("{members} members"))
+            }
+        }
+    })
+    .await;
+
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/api/v1/replay",
+        Some(&json!({"stage": "order-analytics"})),
+    )
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("still has members"),
+        "{body}"
+    );
+    // Nothing was cleared, and the stage is back.
+    assert_eq!(analytics_total(admin).await, Some(1_000));
+    let (code, stage) = http(admin, "GET", "/api/v1/stages/order-analytics", None).await;
+    assert_eq!(code, 200, "{stage}");
+    assert_eq!(stage["metrics"]["replays"], 0, "{stage}");
+
+    drop(other);
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/api/v1/replay",
+        Some(&json!({"stage": "order-analytics"})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body["state_keys_cleared"].as_u64().unwrap() > 1_000,
+        "{body}"
+    );
+    eventually("replayed totals to read 1,000 again", WAIT, || async {
+        match analytics_total(admin).await {
+            Some(1_000) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    weir.stop().await.expect("clean shutdown");
+}

@@ -38,6 +38,15 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error(
+        "group {group} still has members after {waited:?} ({code}): another process consumes \
+         as this group; stop it first"
+    )]
+    GroupNotEmpty {
+        group: String,
+        waited: std::time::Duration,
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
     #[error("cannot start the embedded broker: {0}")]
     Embedded(#[source] rdkafka::error::KafkaError),
 }

@@ -13,8 +13,9 @@ use super::KafkaError;
 /// How long one metadata or offset request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a rewind waits for the group to be empty: a member that just
-/// left may still be listed until the coordinator has processed it.
-const EMPTY_GROUP_WAIT: Duration = Duration::from_secs(30);
+/// left may still be listed until the coordinator has processed it, and
+/// one that died until its session (weir's: 10 s) times out.
+const EMPTY_GROUP_WAIT: Duration = Duration::from_secs(15);
 
 /// Where one partition of a rewound group starts again.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -80,9 +81,14 @@ pub fn rewind_group(
     loop {
         match consumer.commit(&target, CommitMode::Sync) {
             Ok(()) => return Ok(rewinds),
-            Err(RdKafkaError::ConsumerCommit(code))
-                if still_has_members(code) && Instant::now() < deadline =>
-            {
+            Err(RdKafkaError::ConsumerCommit(code)) if still_has_members(code) => {
+                if Instant::now() >= deadline {
+                    return Err(KafkaError::GroupNotEmpty {
+                        group: group.to_string(),
+                        waited: EMPTY_GROUP_WAIT,
+                        code,
+                    });
+                }
                 tracing::debug!(group, error = %code, "group not empty yet; retrying the rewind");
                 std::thread::sleep(Duration::from_millis(200));
             }

@@ -121,7 +121,10 @@ impl Controller {
             }
             // Nothing moved: the stage goes on from where it was, with the
             // state that goes with those offsets.
-            Err(_) => 0,
+            Err(e) => {
+                tracing::warn!(stage = name, error = %e, "replay refused; the stage resumes unchanged");
+                0
+            }
         };
         let restart = assemble_stage(&sc, parts, &self.runtime, &self.control, generation)
             .and_then(|(stage, swaps)| start_stage(stage, swaps, &self.pipeline));
