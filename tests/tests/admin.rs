@@ -16,6 +16,37 @@ fn stage_metric(status: &Value, stage: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+async fn admin_up(admin: std::net::SocketAddr) {
+    eventually("the admin API", WAIT, || async {
+        match tokio::net::TcpStream::connect(admin).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+}
+
+/// The order-analytics `totals` state query: status code and body.
+async fn totals(admin: std::net::SocketAddr) -> (u16, Value) {
+    http(
+        admin,
+        "GET",
+        "/api/v1/stages/order-analytics/state/totals",
+        None,
+    )
+    .await
+}
+
+async fn total_reaches(admin: std::net::SocketAddr, n: u64, what: &str) {
+    eventually(what, WAIT, || async {
+        match analytics_total(admin).await {
+            Some(t) if t == n => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 async fn status_until(
     admin: std::net::SocketAddr,
     what: &str,
@@ -42,13 +73,7 @@ async fn run_control_generators_faults_and_state() {
     config.admin.listen = admin;
     let weir = Weir::start(config);
     let analytics = format!("{ns}-f1.telemetry.analytics");
-    eventually("the admin API", WAIT, || async {
-        match tokio::net::TcpStream::connect(admin).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await;
+    admin_up(admin).await;
 
     // Validation: every bad field is named, with 422.
     let (code, body) = http(
@@ -161,13 +186,7 @@ async fn run_control_generators_faults_and_state() {
     assert_eq!(body["produced"], 10_000);
     assert_eq!(body["remaining_in_queue"], 0);
     eventually("order analytics to count 10,000", WAIT, || async {
-        let (code, body) = http(
-            admin,
-            "GET",
-            "/api/v1/stages/order-analytics/state/totals",
-            None,
-        )
-        .await;
+        let (code, body) = totals(admin).await;
         let total = body["values"][0]["value"]["total_orders"].as_u64();
         // One process holds the single partition of the analytics input.
         let served = &body["served_by"]["assigned_partitions"];
@@ -232,22 +251,7 @@ async fn run_control_generators_faults_and_state() {
         stage_metric(&after, "order-analytics", "emitted") > emitted_before,
         "the replay re-derived the table: {after:#}"
     );
-    eventually("replayed totals to read 10,000 again", WAIT, || async {
-        let (code, body) = http(
-            admin,
-            "GET",
-            "/api/v1/stages/order-analytics/state/totals",
-            None,
-        )
-        .await;
-        let total = body["values"][0]["value"]["total_orders"].as_u64();
-        if code == 200 && total == Some(10_000) {
-            Ok(())
-        } else {
-            Err(format!("{code} {body}"))
-        }
-    })
-    .await;
+    total_reaches(admin, 10_000, "replayed totals to read 10,000 again").await;
 
     // Slow consumers: lag rises while the fault is on, and falls after.
     http(
@@ -307,13 +311,7 @@ async fn autostart_off_waits_for_start() {
     config.admin.listen = admin;
     config.admin.autostart = false;
     let weir = Weir::start(config);
-    eventually("the admin API", WAIT, || async {
-        match tokio::net::TcpStream::connect(admin).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await;
+    admin_up(admin).await;
     let (code, body) = http(
         admin,
         "POST",
@@ -345,13 +343,7 @@ async fn autostart_off_waits_for_start() {
 }
 
 async fn analytics_total(admin: std::net::SocketAddr) -> Option<u64> {
-    let (code, body) = http(
-        admin,
-        "GET",
-        "/api/v1/stages/order-analytics/state/totals",
-        None,
-    )
-    .await;
+    let (code, body) = totals(admin).await;
     (code == 200)
         .then(|| body["values"][0]["value"]["total_orders"].as_u64())
         .flatten()
@@ -373,13 +365,7 @@ async fn replay_rolls_back_while_another_member_holds_the_group() {
     config.admin.listen = admin;
     let input = config.stage("order-analytics").unwrap().inputs[0].clone();
     let weir = Weir::start(config);
-    eventually("the admin API", WAIT, || async {
-        match tokio::net::TcpStream::connect(admin).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await;
+    admin_up(admin).await;
     let (code, body) = http(
         admin,
         "POST",
@@ -388,13 +374,7 @@ async fn replay_rolls_back_while_another_member_holds_the_group() {
     )
     .await;
     assert_eq!(code, 200, "{body}");
-    eventually("analytics to count 1,000", WAIT, || async {
-        match analytics_total(admin).await {
-            Some(1_000) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    total_reaches(admin, 1_000, "analytics to count 1,000").await;
 
     // Another consumer joins the stage's group and stays in it.
     let stage_group = format!("{group}.order-analytics");
@@ -456,12 +436,6 @@ async fn replay_rolls_back_while_another_member_holds_the_group() {
         body["state_keys_cleared"].as_u64().unwrap() > 1_000,
         "{body}"
     );
-    eventually("replayed totals to read 1,000 again", WAIT, || async {
-        match analytics_total(admin).await {
-            Some(1_000) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    total_reaches(admin, 1_000, "replayed totals to read 1,000 again").await;
     weir.stop().await.expect("clean shutdown");
 }
