@@ -12,7 +12,17 @@ root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# A one-shot build gains nothing from incremental caches, and for the
+# workspace's own crates they take gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+mkdir -p "$target_dir"
+disk_report() {
+  echo "disk: $(df -Ph "$target_dir" | awk 'NR==2 {print $4 " free of " $2}'); target: $(du -sh "$target_dir" 2>/dev/null | cut -f1)" >&2
+}
+
 step "toolchain"
+disk_report
 if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
   rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
@@ -34,6 +44,7 @@ kafka_dir=$(mktemp -d "${TMPDIR:-/tmp}/weir-kafka.XXXXXX")
 cleanup() {
   status=$?
   "$root/scripts/kafka.sh" stop "$kafka_dir" >/dev/null 2>&1 || true
+  if [ "$status" -ne 0 ]; then disk_report; fi
   if [ "$status" -ne 0 ] && [ -f "$kafka_dir/kafka.log" ]; then
     echo "--- last lines of the broker log ($kafka_dir/kafka.log) ---" >&2
     tail -n 40 "$kafka_dir/kafka.log" >&2 || true
@@ -46,3 +57,4 @@ echo "broker at $bootstrap" >&2
 
 step "cargo test --workspace"
 WEIR_TEST_KAFKA_BOOTSTRAP="$bootstrap" cargo test --workspace --locked "$@"
+disk_report
