@@ -37,6 +37,13 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ),
     ("CBAD", "weir-cbad", "weir_cbad"),
     ("HOSTILE", "weir-test-hostile", "weir_test_hostile"),
+    // Built against weir:plugin@0.1.0, the previous compatible release:
+    // the host must still run it.
+    (
+        "PREVIOUS_WIT",
+        "weir-test-previous-wit",
+        "weir_test_previous_wit",
+    ),
     // Built against weir:plugin@0.0.9: the host must refuse it.
     ("WRONG_WIT", "weir-test-wrong-wit", "weir_test_wrong_wit"),
 ];
@@ -55,6 +62,7 @@ fn main() {
         "plugins",
         "test-programs/hostile",
         "test-programs/wrong-wit",
+        "test-programs/previous-wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

@@ -157,6 +157,10 @@ pub struct StageSnapshot {
     /// Records acknowledged per topic written: each output and the
     /// dead-letter topic.
     pub by_topic: BTreeMap<String, u64>,
+    /// Keys the stage holds in keyed state, and how many have expired
+    /// (filled in from the state store by the admin API).
+    pub state_keys: u64,
+    pub state_expired: u64,
 }
 
 impl StageMetrics {
@@ -216,6 +220,8 @@ impl StageMetrics {
                 .iter()
                 .cloned()
                 .collect(),
+            state_keys: 0,
+            state_expired: 0,
         }
     }
 }

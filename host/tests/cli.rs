@@ -164,7 +164,7 @@ fn validate_and_run_refuse_a_plugin_built_for_another_contract_version() {
         assert!(
             stderr.contains("stage degradation:")
                 && stderr.contains("weir:plugin@0.0.9")
-                && stderr.contains("weir:plugin@0.1.0"),
+                && stderr.contains("weir:plugin@0.1.1"),
             "{command}: {stderr}"
         );
     }

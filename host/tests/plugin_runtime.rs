@@ -607,3 +607,94 @@ fn a_plugin_built_against_another_wit_version_is_refused() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_plugin_built_against_the_previous_patch_release_still_runs() {
+    use weir::state::{Scope, StateStore};
+    let state = Arc::new(MemoryState::default());
+    let metrics = Arc::new(Registry::default());
+    let rt = Runtime::new(
+        RuntimeOptions { cache_dir: None },
+        state.clone(),
+        metrics.clone(),
+    )
+    .unwrap();
+    let plugin = Arc::new(
+        rt.load("old", weir_test_programs::PREVIOUS_WIT.as_ref())
+            .unwrap(),
+    );
+    let mut inst = rt
+        .instantiate(&plugin, &ctx("old", &["default"], "{}"))
+        .unwrap();
+    let mut b = BatchBuilder::new("in", 1, 3, 64);
+    for i in 0..3 {
+        b.push(i, None, None, Some(b"v"), std::iter::empty());
+    }
+    let v = ValidatedResult::new(inst.process(b.batch()).unwrap(), 3, 1);
+    assert!((0..3).all(|i| v.outcome(i).unwrap().count() == 1));
+    // Its 0.1.0 imports of `state` and `metrics` reached this host.
+    let scope = Scope {
+        stage: "old".into(),
+        partition: 1,
+    };
+    assert_eq!(
+        state.get(&scope, b"seen").as_deref(),
+        Some(&3u64.to_le_bytes()[..])
+    );
+    let forwarded = metrics
+        .plugin_metrics()
+        .into_iter()
+        .find(|(k, _)| k.stage == "old" && k.name == "forwarded")
+        .map(|(_, v)| v);
+    assert_eq!(
+        forwarded,
+        Some(weir::metrics::PluginMetricValue::Counter(3))
+    );
+}
+
+#[test]
+fn state_written_with_a_ttl_expires_on_the_host_clock() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+    use weir::state::StateStore;
+    let base = Instant::now();
+    let offset_ms = Arc::new(AtomicU64::new(0));
+    let clock_offset = offset_ms.clone();
+    let state = Arc::new(MemoryState::with_clock(Arc::new(move || {
+        base + Duration::from_millis(clock_offset.load(Ordering::SeqCst))
+    })));
+    let rt = Runtime::new(
+        RuntimeOptions { cache_dir: None },
+        state.clone(),
+        Arc::new(Registry::default()),
+    )
+    .unwrap();
+    let plugin = Arc::new(
+        rt.load("analytics", weir_test_programs::ORDER_ANALYTICS.as_ref())
+            .unwrap(),
+    );
+    let mut inst = rt
+        .instantiate(
+            &plugin,
+            &ctx("analytics", &["default"], r#"{"dedup_ttl_ms": 60000}"#),
+        )
+        .unwrap();
+    let event =
+        br#"{"eventId": "e1", "eventType": "OrderPlaced", "createdAt": "2026-11-23T10:00:00Z"}"#;
+    let mut send = |offset: i64| {
+        let mut b = BatchBuilder::new("in", 0, 1, 256);
+        b.push(offset, None, None, Some(&event[..]), std::iter::empty());
+        let v = ValidatedResult::new(inst.process(b.batch()).unwrap(), 1, 1);
+        v.outcome(0).unwrap().count()
+    };
+    // Counted: the totals record and the minute record.
+    assert_eq!(send(0), 2);
+    // `event/e1`, `totals` and one minute bucket.
+    assert_eq!(state.len("analytics"), 3);
+    offset_ms.store(59_999, Ordering::SeqCst);
+    assert_eq!(send(1), 0, "a duplicate inside the window");
+    offset_ms.store(60_000, Ordering::SeqCst);
+    assert_eq!(state.len("analytics"), 2, "the id has expired");
+    assert_eq!(state.expired("analytics"), 1);
+    assert_eq!(send(2), 2, "counted again once forgotten");
+}

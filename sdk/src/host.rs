@@ -11,8 +11,20 @@ pub mod state {
         imp::state_get(key)
     }
 
+    /// Sets a key, kept until deleted or set again.
     pub fn set(key: &[u8], value: &[u8]) {
         imp::state_set(key, value)
+    }
+
+    /// Sets a key that the host drops `ttl` after this write unless it is
+    /// written again first: for keys that matter only for a while, such as
+    /// the ids kept to drop duplicates. Reads do not extend it; a zero `ttl`
+    /// deletes the key. In unit tests, [`crate::testing::advance_clock`]
+    /// moves the time expiry reads.
+    pub fn set_with_ttl(key: &[u8], value: &[u8], ttl: std::time::Duration) {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        // A sub-millisecond ttl is not a delete.
+        imp::state_set_with_ttl(key, value, if ttl.is_zero() { 0 } else { ms.max(1) })
     }
 
     pub fn delete(key: &[u8]) {
@@ -83,6 +95,9 @@ mod imp {
     pub fn state_set(key: &[u8], value: &[u8]) {
         state::set(key, value)
     }
+    pub fn state_set_with_ttl(key: &[u8], value: &[u8], ttl_ms: u64) {
+        state::set_with_ttl(key, value, ttl_ms)
+    }
     pub fn state_delete(key: &[u8]) {
         state::delete(key)
     }
@@ -114,12 +129,17 @@ pub(crate) mod imp {
     pub use crate::bindings::weir::plugin::types::Level;
 
     pub(crate) type MetricKey = (String, Vec<(String, String)>);
+    /// A value and when it expires on the fake clock, in ms.
+    pub(crate) type Stored = (Vec<u8>, Option<u64>);
 
     #[derive(Default)]
     pub(crate) struct Fake {
         /// The partition whose state is visible; -1 for the stage scope.
         pub scope: i32,
-        pub state: BTreeMap<(i32, Vec<u8>), Vec<u8>>,
+        /// Values, with the fake clock's time at which they expire.
+        pub state: BTreeMap<(i32, Vec<u8>), Stored>,
+        /// The fake clock expiry reads, in ms; moved by `testing::advance_clock`.
+        pub now_ms: u64,
         pub counters: BTreeMap<MetricKey, u64>,
         pub gauges: BTreeMap<MetricKey, f64>,
         pub logs: Vec<(Level, String)>,
@@ -141,14 +161,29 @@ pub(crate) mod imp {
     pub fn state_get(k: &[u8]) -> Option<Vec<u8>> {
         FAKE.with(|f| {
             let f = f.borrow();
-            f.state.get(&(f.scope, k.to_vec())).cloned()
+            f.state
+                .get(&(f.scope, k.to_vec()))
+                .filter(|(_, expires)| expires.is_none_or(|at| f.now_ms < at))
+                .map(|(v, _)| v.clone())
         })
     }
     pub fn state_set(k: &[u8], v: &[u8]) {
         FAKE.with(|f| {
             let mut f = f.borrow_mut();
             let scope = f.scope;
-            f.state.insert((scope, k.to_vec()), v.to_vec());
+            f.state.insert((scope, k.to_vec()), (v.to_vec(), None));
+        })
+    }
+    pub fn state_set_with_ttl(k: &[u8], v: &[u8], ttl_ms: u64) {
+        if ttl_ms == 0 {
+            return state_delete(k);
+        }
+        FAKE.with(|f| {
+            let mut f = f.borrow_mut();
+            let scope = f.scope;
+            let expires = f.now_ms.saturating_add(ttl_ms);
+            f.state
+                .insert((scope, k.to_vec()), (v.to_vec(), Some(expires)));
         })
     }
     pub fn state_delete(k: &[u8]) {

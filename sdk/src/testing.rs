@@ -188,6 +188,16 @@ pub fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     crate::host::imp::FAKE.with(|f| f.borrow().gauges.get(&key).copied())
 }
 
+/// Moves the clock that state expiry reads on this thread (see
+/// [`crate::state::set_with_ttl`]); it starts at zero.
+pub fn advance_clock(by: std::time::Duration) {
+    let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+    crate::host::imp::FAKE.with(|f| {
+        let mut f = f.borrow_mut();
+        f.now_ms = f.now_ms.saturating_add(ms);
+    });
+}
+
 /// The messages the plugin has logged on this thread.
 pub fn logs() -> Vec<String> {
     crate::host::imp::FAKE.with(|f| f.borrow().logs.iter().map(|(_, m)| m.clone()).collect())

@@ -252,6 +252,15 @@ async fn run_control_generators_faults_and_state() {
         "the replay re-derived the table: {after:#}"
     );
     total_reaches(admin, 10_000, "replayed totals to read 10,000 again").await;
+    // The rebuilt state has the keys the cleared one had: an id per event
+    // (orders and inventory answers), the totals and the minute buckets.
+    let keys = stage_metric(&after, "order-analytics", "state_keys");
+    assert!(keys > 20_000, "{after:#}");
+    assert_eq!(
+        Some(keys),
+        replay["state_keys_cleared"].as_u64(),
+        "{replay}"
+    );
 
     // Slow consumers: lag rises while the fault is on, and falls after.
     http(
@@ -282,6 +291,12 @@ async fn run_control_generators_faults_and_state() {
     assert!(lag > 0, "lag in /metrics");
     assert!(metrics.contains("weir_plugin_duplicates_dropped{stage=\"degradation\"}"));
     assert!(metrics.contains("weir_stage_replays_total{stage=\"order-analytics\"} 1\n"));
+    assert!(
+        metrics.contains(&format!(
+            "weir_stage_state_keys{{stage=\"order-analytics\"}} {keys}\n"
+        )),
+        "{metrics}"
+    );
     let batches: u64 = metrics
         .lines()
         .find_map(|l| {

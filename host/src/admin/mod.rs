@@ -7,6 +7,7 @@ mod error;
 mod prometheus;
 mod run;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -219,7 +220,7 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        prometheus::render(&state.inner.metrics, &extra),
+        prometheus::render(&state.inner.metrics, &snapshots(&state), &extra),
     )
 }
 
@@ -274,8 +275,25 @@ struct StageStatus {
 }
 
 fn stage_status(state: &AdminState, info: StageInfo) -> StageStatus {
-    let metrics = state.inner.metrics.stage(&info.name).snapshot();
+    let mut metrics = state.inner.metrics.stage(&info.name).snapshot();
+    with_state(state, &info.name, &mut metrics);
     StageStatus { info, metrics }
+}
+
+/// Every stage's metrics, with its keyed state counted.
+fn snapshots(state: &AdminState) -> BTreeMap<String, StageSnapshot> {
+    let mut stages = state.inner.metrics.stages();
+    for (name, snap) in &mut stages {
+        with_state(state, name, snap);
+    }
+    stages
+}
+
+fn with_state(state: &AdminState, stage: &str, snap: &mut StageSnapshot) {
+    if let Some(store) = &state.inner.state {
+        snap.state_keys = store.len(stage) as u64;
+        snap.state_expired = store.expired(stage);
+    }
 }
 
 async fn status(State(state): State<AdminState>) -> Json<serde_json::Value> {

@@ -1,5 +1,6 @@
 //! `GET /metrics` in Prometheus' text format.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::metrics::{BATCH_BUCKETS_US, PluginMetricValue, Registry, StageSnapshot};
@@ -104,6 +105,18 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.lag,
     ),
     (
+        "state_keys",
+        "gauge",
+        "Keys held in the stage's keyed state.",
+        |s| s.state_keys,
+    ),
+    (
+        "state_expired_total",
+        "counter",
+        "Keys of the stage's state dropped at the end of their ttl.",
+        |s| s.state_expired,
+    ),
+    (
         "memory_high_water_bytes",
         "gauge",
         "Most linear memory an instance has had.",
@@ -111,13 +124,17 @@ const STAGE_FIELDS: &[Field] = &[
     ),
 ];
 
-pub fn render(registry: &Registry, extra: &[(&str, &str, u64)]) -> String {
-    let stages = registry.stages();
+/// `stages` are the registry's snapshots, completed by the caller.
+pub fn render(
+    registry: &Registry,
+    stages: &BTreeMap<String, StageSnapshot>,
+    extra: &[(&str, &str, u64)],
+) -> String {
     let mut out = String::new();
     for (name, kind, help, get) in STAGE_FIELDS {
         let _ = writeln!(out, "# HELP weir_stage_{name} {help}");
         let _ = writeln!(out, "# TYPE weir_stage_{name} {kind}");
-        for (stage, snap) in &stages {
+        for (stage, snap) in stages {
             let _ = writeln!(
                 out,
                 "weir_stage_{name}{{stage=\"{}\"}} {}",
@@ -131,7 +148,7 @@ pub fn render(registry: &Registry, extra: &[(&str, &str, u64)]) -> String {
         "# HELP weir_stage_failures_total Failed messages by weir.error.kind."
     );
     let _ = writeln!(out, "# TYPE weir_stage_failures_total counter");
-    for (stage, snap) in &stages {
+    for (stage, snap) in stages {
         for (kind, n) in &snap.failures {
             let _ = writeln!(
                 out,
@@ -145,7 +162,7 @@ pub fn render(registry: &Registry, extra: &[(&str, &str, u64)]) -> String {
         "# HELP weir_stage_records_total Records acknowledged by the broker, per topic written."
     );
     let _ = writeln!(out, "# TYPE weir_stage_records_total counter");
-    for (stage, snap) in &stages {
+    for (stage, snap) in stages {
         for (topic, n) in &snap.by_topic {
             let _ = writeln!(
                 out,
@@ -161,7 +178,7 @@ pub fn render(registry: &Registry, extra: &[(&str, &str, u64)]) -> String {
         "# HELP {name} Time a stage takes for a batch, from polled to its records enqueued."
     );
     let _ = writeln!(out, "# TYPE {name} histogram");
-    for (stage, snap) in &stages {
+    for (stage, snap) in stages {
         let stage = escape(stage);
         let h = &snap.batch_duration;
         let mut cumulative = 0;
@@ -239,7 +256,11 @@ mod tests {
             },
             2,
         );
-        let text = render(&r, &[("generator_produced_total", "Produced.", 9)]);
+        let text = render(
+            &r,
+            &r.stages(),
+            &[("generator_produced_total", "Produced.", 9)],
+        );
         assert!(
             text.contains("weir_stage_consumed_total{stage=\"deg\"} 5\n"),
             "{text}"

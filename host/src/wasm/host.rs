@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -14,6 +14,9 @@ use super::limiter::Limiter;
 use super::stdio::Capture;
 use crate::metrics::{PluginMetricKey, Registry};
 use crate::state::{Scope, StateStore};
+
+/// A buffered write: the value and its ttl.
+pub(crate) type Pending = (Vec<u8>, Option<Duration>);
 
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
@@ -31,7 +34,7 @@ pub struct HostState {
     /// State writes of the `process` call under way, applied only when it
     /// returns: a call that traps leaves no trace, so retrying its messages
     /// on a fresh instance does not find their effects already done.
-    pub(crate) pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(crate) pending: HashMap<Vec<u8>, Option<Pending>>,
     /// Whether a `process` call is under way; during `init` writes go
     /// straight to the store.
     pub(crate) in_call: bool,
@@ -66,17 +69,20 @@ impl log::Host for HostState {
 impl state::Host for HostState {
     fn get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
         if let Some(written) = self.pending.get(&key) {
-            return written.clone();
+            return written.as_ref().map(|(value, _)| value.clone());
         }
         self.state.get(&self.scope, &key)
     }
 
     fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        if self.in_call {
-            self.pending.insert(key, Some(value));
-        } else {
-            self.state.set(&self.scope, &key, &value)
+        self.write(key, value, None)
+    }
+
+    fn set_with_ttl(&mut self, key: Vec<u8>, value: Vec<u8>, ttl_ms: u64) {
+        if ttl_ms == 0 {
+            return self.delete(key);
         }
+        self.write(key, value, Some(Duration::from_millis(ttl_ms)))
     }
 
     fn delete(&mut self, key: Vec<u8>) {
@@ -89,6 +95,14 @@ impl state::Host for HostState {
 }
 
 impl HostState {
+    fn write(&mut self, key: Vec<u8>, value: Vec<u8>, ttl: Option<Duration>) {
+        if self.in_call {
+            self.pending.insert(key, Some((value, ttl)));
+        } else {
+            self.state.set(&self.scope, &key, &value, ttl)
+        }
+    }
+
     /// Starts buffering state writes for one `process` call.
     pub(crate) fn begin_call(&mut self) {
         self.pending.clear();
@@ -105,7 +119,7 @@ impl HostState {
         }
         for (key, value) in self.pending.drain() {
             match value {
-                Some(value) => self.state.set(&self.scope, &key, &value),
+                Some((value, ttl)) => self.state.set(&self.scope, &key, &value, ttl),
                 None => self.state.delete(&self.scope, &key),
             }
         }

@@ -16,7 +16,7 @@ use crate::metrics::Registry;
 use crate::state::StateStore;
 
 /// The version of the WIT package this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 
 /// How often the epoch advances; call deadlines are multiples of it.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -201,7 +201,7 @@ fn mismatch_reason(
         .chain(&exports)
         .filter_map(|name| name.strip_prefix("weir:plugin/"))
         .filter_map(|name| name.split_once('@').map(|(_, version)| version))
-        .filter(|&version| version != WIT_VERSION)
+        .filter(|&version| !runs_on_this_host(version))
         .collect();
     let what = if !versions.is_empty() {
         let found: Vec<String> = versions
@@ -230,6 +230,23 @@ fn mismatch_reason(
     )
 }
 
+/// Whether a component built against `version` of the contract links here:
+/// the same minor release, at this patch or an earlier one (wasmtime's
+/// linker resolves `weir:plugin/state@0.1.0` to this host's 0.1.1).
+fn runs_on_this_host(version: &str) -> bool {
+    fn parse(v: &str) -> Option<(u64, u64, u64)> {
+        let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+        let v = (parts.next()??, parts.next()??, parts.next()??);
+        parts.next().is_none().then_some(v)
+    }
+    match (parse(version), parse(WIT_VERSION)) {
+        (Some((major, minor, patch)), Some((h_major, h_minor, h_patch))) => {
+            major == h_major && minor == h_minor && (major, minor) != (0, 0) && patch <= h_patch
+        }
+        _ => false,
+    }
+}
+
 fn list(names: &[&str]) -> String {
     if names.is_empty() {
         return "nothing".to_string();
@@ -243,6 +260,15 @@ fn list(names: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn earlier_patch_releases_run_on_this_host() {
+        assert!(super::runs_on_this_host("0.1.0"));
+        assert!(super::runs_on_this_host(super::WIT_VERSION));
+        for other in ["0.1.2", "0.2.0", "0.0.9", "1.1.0", "0.1", "0.1.0-rc1", "x"] {
+            assert!(!super::runs_on_this_host(other), "{other}");
+        }
+    }
+
     #[test]
     fn wit_version_matches_the_contract() {
         let wit = include_str!("../../../wit/plugin.wit");

@@ -11,6 +11,8 @@
 
 mod lifecycle;
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::Value;
 use weir_fleet_events::{
@@ -34,6 +36,16 @@ pub enum Role {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub role: Role,
+    /// How long the lifecycle stage remembers an action id, to apply a
+    /// re-sent action once, and a resolved or dismissed alert, to answer a
+    /// late action on it (24 h by default). Open alerts are kept until they
+    /// close. Memory grows with the action rate times this.
+    #[serde(default = "default_dedup_ttl_ms")]
+    pub dedup_ttl_ms: u64,
+}
+
+fn default_dedup_ttl_ms() -> u64 {
+    24 * 3600 * 1000
 }
 
 /// What arrives: an anomaly (it has `anomaly_id` and no `action_id`) or an
@@ -77,6 +89,7 @@ fn wire_name<T: serde::Serialize>(s: T) -> String {
 pub struct AlertLifecycle {
     out: OutputId,
     role: Role,
+    dedup_ttl: Duration,
 }
 
 impl AlertLifecycle {
@@ -153,13 +166,19 @@ impl AlertLifecycle {
             ActionType::Intervene => next.interventions += 1,
             ActionType::Resolve | ActionType::Dismiss => {}
         }
-        state::set(&done, &[]);
+        state::set_with_ttl(&done, &[], self.dedup_ttl);
         self.publish(&next, out)
     }
 
     fn publish(&self, alert: &OperatorAlert, out: &mut Emitter<'_>) -> Result<(), String> {
         let bytes = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
-        state::set(&alert_key(&alert.alert_id), &bytes);
+        let key = alert_key(&alert.alert_id);
+        match alert.alert_status {
+            AlertStatus::Open | AlertStatus::Acknowledged => state::set(&key, &bytes),
+            AlertStatus::Resolved | AlertStatus::Dismissed => {
+                state::set_with_ttl(&key, &bytes, self.dedup_ttl)
+            }
+        }
         metrics::counter_add(
             "alert_transitions",
             &[("status", &wire_name(alert.alert_status))],
@@ -173,9 +192,13 @@ impl AlertLifecycle {
 impl Processor for AlertLifecycle {
     fn init(ctx: &InitContext) -> Result<Self, String> {
         let config: Config = ctx.config()?;
+        if config.dedup_ttl_ms == 0 {
+            return Err("dedup_ttl_ms must be greater than 0".into());
+        }
         Ok(AlertLifecycle {
             out: ctx.output("default")?,
             role: config.role,
+            dedup_ttl: Duration::from_millis(config.dedup_ttl_ms),
         })
     }
 
@@ -279,6 +302,45 @@ mod tests {
         assert_eq!(resolved["alert_status"], "RESOLVED");
         assert_eq!(resolved["previous_status"], "ACKNOWLEDGED");
         assert_eq!(resolved["interventions"], 1);
+    }
+
+    #[test]
+    fn closed_alerts_and_action_ids_expire_and_open_alerts_do_not() {
+        use weir_plugin::testing::advance_clock;
+        let config = json!({"role": "lifecycle", "dedup_ttl_ms": 1000});
+        let mut h = Harness::<AlertLifecycle>::new(&["default"], config).unwrap();
+        let open_id = alert_id_for("an-open");
+        let closed_id = alert_id_for("an-closed");
+        one(&mut h, anomaly("an-open", "v1")).unwrap();
+        one(&mut h, anomaly("an-closed", "v2")).unwrap();
+        one(&mut h, action("x1", &open_id, "v1", "ACKNOWLEDGE")).unwrap();
+        one(&mut h, action("x2", &closed_id, "v2", "RESOLVE")).unwrap();
+        advance_clock(Duration::from_millis(999));
+        let err = h
+            .process_one(action("x3", &closed_id, "v2", "ACKNOWLEDGE"))
+            .unwrap_err();
+        assert!(err.starts_with("invalid_transition:"), "{err}");
+        assert!(
+            h.process_one(action("x1", &open_id, "v1", "ACKNOWLEDGE"))
+                .unwrap()
+                .is_empty(),
+            "a re-sent action within the window is applied once"
+        );
+
+        advance_clock(Duration::from_secs(3600));
+        let err = h
+            .process_one(action("x4", &closed_id, "v2", "ACKNOWLEDGE"))
+            .unwrap_err();
+        assert!(err.starts_with("unknown_alert:"), "{err}");
+        let hands_on = one(&mut h, action("x5", &open_id, "v1", "INTERVENE")).unwrap();
+        assert_eq!(hands_on["alert_status"], "ACKNOWLEDGED");
+        assert!(
+            Harness::<AlertLifecycle>::new(
+                &["default"],
+                json!({"role": "lifecycle", "dedup_ttl_ms": 0})
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod reserve;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 use weir_campus_events::{InventoryEvent, ORDER_PLACED, OrderPlaced};
@@ -29,6 +30,14 @@ pub struct Config {
     /// `INVENTORY_FAIL_RATE`), chosen by a hash of `orderId`.
     #[serde(default)]
     pub fail_rate: f64,
+    /// How long an order id is remembered to answer a re-sent order once
+    /// (24 h by default). Memory grows with the order rate times this.
+    #[serde(default = "default_dedup_ttl_ms")]
+    pub dedup_ttl_ms: u64,
+}
+
+fn default_dedup_ttl_ms() -> u64 {
+    24 * 3600 * 1000
 }
 
 /// Stock in keyed state: `stock/{sku}` holds what is left (i64, little
@@ -75,6 +84,9 @@ impl Processor for Inventory {
         if let Some((sku, n)) = config.stock.iter().find(|(_, n)| **n < 0) {
             return Err(format!("stock.{sku} is {n}: stock cannot be negative"));
         }
+        if config.dedup_ttl_ms == 0 {
+            return Err("dedup_ttl_ms must be greater than 0".into());
+        }
         if !(0.0..=1.0).contains(&config.fail_rate) {
             return Err(format!(
                 "fail_rate must be between 0 and 1, got {}",
@@ -120,7 +132,11 @@ impl Processor for Inventory {
                 initial: &self.config.stock,
             },
         );
-        state::set(&done, &[u8::from(outcome != Outcome::Reserved)]);
+        state::set_with_ttl(
+            &done,
+            &[u8::from(outcome != Outcome::Reserved)],
+            Duration::from_millis(self.config.dedup_ttl_ms),
+        );
 
         // No clock in the sandbox: the time of the answer is the order
         // record's own timestamp, which also makes a replay byte-identical.
@@ -229,6 +245,20 @@ mod tests {
     }
 
     #[test]
+    fn an_order_id_is_remembered_for_the_dedup_ttl_only() {
+        use weir_plugin::testing::advance_clock;
+        let mut h = harness(json!({"stock": {"burrito": 5}, "dedup_ttl_ms": 1000}));
+        assert_eq!(h.process_one(order("o1", "burrito", 1)).unwrap().len(), 1);
+        advance_clock(Duration::from_millis(999));
+        assert!(h.process_one(order("o1", "burrito", 1)).unwrap().is_empty());
+        advance_clock(Duration::from_millis(1));
+        let late = h.process_one(order("o1", "burrito", 1)).unwrap();
+        assert_eq!(late[0].json()["eventType"], "InventoryReserved");
+        // Stock is kept for good: the late copy took a second unit.
+        assert_eq!(gauge("stock_remaining", &[("sku", "burrito")]), Some(3.0));
+    }
+
+    #[test]
     fn an_invalid_order_is_answered_not_dead_lettered() {
         let mut h = harness(json!({"stock": {"burrito": 2}}));
         let out = h.process_one(order("o1", "pizza", 1)).unwrap();
@@ -278,6 +308,10 @@ mod tests {
             (json!({"stock": {}}), "stock is empty"),
             (json!({"stock": {"a": -1}}), "cannot be negative"),
             (json!({"stock": {"a": 1}, "fail_rate": 2}), "fail_rate"),
+            (
+                json!({"stock": {"a": 1}, "dedup_ttl_ms": 0}),
+                "dedup_ttl_ms",
+            ),
             (json!({"stock": {"a": 1}, "other": 1}), "unknown field"),
         ] {
             let err = Harness::<Inventory>::new(&["default"], config.clone())

@@ -8,16 +8,27 @@
 //! The numbers are global, so this stage reads a single-partition topic that
 //! both event topics are routed into (README.md explains the design).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use weir_campus_events::{EventHeader, INVENTORY_FAILED, INVENTORY_RESERVED, ORDER_PLACED};
 use weir_plugin::time::minute_bucket;
 use weir_plugin::{Emitter, InitContext, Message, OutputId, Processor, export_processor};
 use weir_plugin::{metrics, state};
 
-/// `[stage.config]` of the order-analytics stage: nothing to set.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[stage.config]` of the order-analytics stage.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {}
+pub struct Config {
+    /// How long an event id is remembered to drop a redelivery of it (24 h
+    /// by default). Memory grows with the event rate times this.
+    #[serde(default = "default_dedup_ttl_ms")]
+    pub dedup_ttl_ms: u64,
+}
+
+fn default_dedup_ttl_ms() -> u64 {
+    24 * 3600 * 1000
+}
 
 /// The bucket of an order whose `createdAt` is missing or not a date-time.
 pub const UNKNOWN_MINUTE: &str = "unknown";
@@ -90,13 +101,18 @@ fn u64_at(key: &[u8]) -> u64 {
 
 pub struct OrderAnalytics {
     out: OutputId,
+    dedup_ttl: Duration,
 }
 
 impl Processor for OrderAnalytics {
     fn init(ctx: &InitContext) -> Result<Self, String> {
-        let _: Config = ctx.config()?;
+        let config: Config = ctx.config()?;
+        if config.dedup_ttl_ms == 0 {
+            return Err("dedup_ttl_ms must be greater than 0".into());
+        }
         Ok(OrderAnalytics {
             out: ctx.output("default")?,
+            dedup_ttl: Duration::from_millis(config.dedup_ttl_ms),
         })
     }
 
@@ -139,7 +155,7 @@ impl Processor for OrderAnalytics {
             metrics::counter_add("duplicate_events", &[], 1);
             return Ok(());
         }
-        state::set(&seen, &[]);
+        state::set_with_ttl(&seen, &[], self.dedup_ttl);
         state::set(TOTALS, &counts.encode());
         out.emit_json(self.out, &counts.totals())?.key(TOTALS);
         if let Some(minute) = minute {
@@ -229,6 +245,31 @@ mod tests {
             out[1].json(),
             json!({"minute": "2026-11-23T10:00", "orders": 2})
         );
+    }
+
+    #[test]
+    fn an_event_id_is_remembered_for_the_dedup_ttl_only() {
+        use weir_plugin::testing::advance_clock;
+        let config = json!({"dedup_ttl_ms": 60_000});
+        let mut h = Harness::<OrderAnalytics>::new(&["default"], config).unwrap();
+        let t = "2026-11-23T10:00:30Z";
+        h.process_one(event("e1", "OrderPlaced", t)).unwrap();
+        advance_clock(Duration::from_millis(59_999));
+        assert!(
+            h.process_one(event("e1", "OrderPlaced", t))
+                .unwrap()
+                .is_empty()
+        );
+        // A minute after it was counted, e1 is no longer known: a copy
+        // arriving that late counts again (the totals themselves never expire).
+        advance_clock(Duration::from_millis(1));
+        let out = h.process_one(event("e1", "OrderPlaced", t)).unwrap();
+        assert_eq!(last_totals(&out)["total_orders"], 2);
+
+        let err = Harness::<OrderAnalytics>::new(&["default"], json!({"dedup_ttl_ms": 0}))
+            .err()
+            .unwrap();
+        assert!(err.contains("dedup_ttl_ms"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A component built against `weir:plugin@0.0.9` instead of the host's
-//! version (`wit/plugin.wit` here is the host's contract with only the
+//! version (`wit/plugin.wit` here is the 0.1.0 contract with only the
 //! package version changed). It is otherwise a working passthrough plugin,
 //! and it calls `log`, so it imports the `log` interface by its versioned
 //! name as a real plugin does. The host must refuse to load it, naming the
