@@ -59,6 +59,7 @@ fn main() {
     for dir in [
         "wit",
         "sdk",
+        "time",
         "plugins",
         "test-programs/hostile",
         "test-programs/wrong-wit",

@@ -38,7 +38,7 @@ mod message;
 pub mod runtime;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
-pub mod time;
+pub use weir_time as time;
 
 pub use emit::{Emitted, Emitter};
 pub use host::{log, metrics, state};

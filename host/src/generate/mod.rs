@@ -168,36 +168,8 @@ pub fn order_from_request(
     orders::order_placed(format!("{run}-manual-evt-{n}"), order_id, items, now_ms)
 }
 
-/// `ms` since the Unix epoch as RFC 3339 UTC with milliseconds,
-/// `2024-01-15T10:23:45.123Z`.
-pub fn format_rfc3339_ms(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let ms_of_day = ms.rem_euclid(86_400_000);
-    let (y, m, d) = civil_from_days(days);
-    let secs = ms_of_day / 1000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        ms_of_day % 1000
-    )
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, proleptic Gregorian).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+/// Generated timestamps are formatted as plugins format theirs.
+pub use weir_time::format_rfc3339_ms;
 
 /// `x` rounded to `decimals` places, for readable JSON.
 fn round(x: f64, decimals: i32) -> f64 {
@@ -214,33 +186,6 @@ fn to_bytes(value: &Value) -> Vec<u8> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn formats_rfc3339_with_milliseconds() {
-        assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(
-            format_rfc3339_ms(1_700_000_000_123),
-            "2023-11-14T22:13:20.123Z"
-        );
-        // A leap day, and the day after.
-        assert_eq!(
-            format_rfc3339_ms(1_709_164_800_000),
-            "2024-02-29T00:00:00.000Z"
-        );
-        assert_eq!(
-            format_rfc3339_ms(1_709_251_199_999),
-            "2024-02-29T23:59:59.999Z"
-        );
-        assert_eq!(
-            format_rfc3339_ms(1_709_251_200_000),
-            "2024-03-01T00:00:00.000Z"
-        );
-        assert_eq!(
-            format_rfc3339_ms(951_782_400_000),
-            "2000-02-29T00:00:00.000Z"
-        );
-    }
 
     #[test]
     fn scenario_names_round_trip() {

@@ -1,6 +1,8 @@
 //! Event-time arithmetic without a clock. Plugins get no clock unless
 //! pipeline.toml grants one, so times come from the data: a field such as
-//! `createdAt`, or a record's Kafka timestamp ([`crate::Message::timestamp_ms`]).
+//! `createdAt`, or a record's Kafka timestamp (`Message::timestamp_ms` in
+//! the SDK, which re-exports this crate as `weir_plugin::time`). The host's
+//! generators format their timestamps with the same code.
 
 /// The UTC minute of an ISO 8601 date-time, as `YYYY-MM-DDTHH:MM`: the
 /// bucket of `orders_per_minute`. Accepts `T` or a space between date and
@@ -219,6 +221,23 @@ mod tests {
             "2026-11-23T12:00:00.123Z"
         );
         assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+        // Leap days: 2024's, the day after, and 2000's (a century that is one).
+        assert_eq!(
+            format_rfc3339_ms(1_709_164_800_000),
+            "2024-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(1_709_251_200_000),
+            "2024-03-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
         // Round trip through the parser at minute resolution.
         let ms = 1_795_435_263_000;
         assert_eq!(
