@@ -2,6 +2,7 @@
 //! and names in `WEIR_TEST_KAFKA_BOOTSTRAP`.
 
 pub mod f1;
+pub mod openapi;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -436,7 +437,8 @@ pub fn free_local_addr() -> std::net::SocketAddr {
 
 /// One HTTP/1.1 request with a JSON body (or none); the status and the
 /// body parsed as JSON (`Null` when it is not JSON). Small on purpose: the
-/// tests need nothing more from a client.
+/// tests need nothing more from a client. Every answer is checked against
+/// the OpenAPI document (see [`openapi`]).
 pub async fn http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -444,13 +446,18 @@ pub async fn http(
     body: Option<&serde_json::Value>,
 ) -> (u16, serde_json::Value) {
     let (status, text) = http_text(addr, method, path, body).await;
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-    )
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    let errors = openapi::Spec::default().check_response(method, path, status, &json);
+    assert!(
+        errors.is_empty(),
+        "the answer departs from openapi.json:\n  {}\nanswer: {json:#}",
+        errors.join("\n  ")
+    );
+    (status, json)
 }
 
-/// Like [`http`], with the body as text.
+/// Like [`http`], with the body as text and not checked against the
+/// OpenAPI document.
 pub async fn http_text(
     addr: std::net::SocketAddr,
     method: &str,

@@ -5,8 +5,10 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
-/// Kept by hand beside the router; the tests hold the two together.
-const OPENAPI: &str = include_str!("openapi.json");
+/// The OpenAPI 3.1 document of the admin API, kept by hand beside the
+/// router; the tests hold the two together, and the integration tests check
+/// every answer they get against it.
+pub const OPENAPI: &str = include_str!("openapi.json");
 const PAGE: &str = include_str!("docs.html");
 
 pub async fn openapi() -> impl IntoResponse {

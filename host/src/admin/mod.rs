@@ -3,6 +3,7 @@
 //! `weir run` serves it.
 
 mod docs;
+pub use docs::OPENAPI;
 mod error;
 mod prometheus;
 mod run;
