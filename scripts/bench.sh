@@ -34,7 +34,7 @@ fi
 
 if [ "${WEIR_BENCH_SKIP_MICRO:-0}" != 1 ]; then
   step "criterion micro-benchmarks"
-  cargo bench --locked -p weir --bench boundary --bench degradation -- \
+  cargo bench --locked -p weir --bench boundary --bench degradation --bench state -- \
     --warm-up-time 1 --measurement-time 3 --noplot 2>&1 | grep -E '^[a-z_]+/|time:|thrpt:' >&2
 fi
 

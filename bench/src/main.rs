@@ -318,6 +318,10 @@ fn all(a: &AllArgs) -> Result<()> {
             ("passthrough_boundary/256", 256),
             ("f1_degradation/wasm/256", 256),
             ("f1_degradation/native/256", 256),
+            ("state_store/set/no_ttl", 100_000),
+            ("state_store/set/ttl", 100_000),
+            ("state_store/get/no_ttl", 100_000),
+            ("state_store/get/ttl", 100_000),
         ],
     );
     results.seconds = started.elapsed().as_secs_f64();

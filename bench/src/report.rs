@@ -197,6 +197,19 @@ impl Results {
                     w / n
                 );
             }
+            for op in ["set", "get"] {
+                if let (Some(ttl), Some(none)) = (
+                    self.micro(&format!("state_store/{op}/ttl")),
+                    self.micro(&format!("state_store/{op}/no_ttl")),
+                ) {
+                    let _ = writeln!(
+                        s,
+                        "\nKeyed state, {op} of a key with a ttl / without: {:.2}x the time (+{:.0} ns).",
+                        ttl / none,
+                        ttl - none
+                    );
+                }
+            }
         }
         s
     }
