@@ -86,7 +86,7 @@ struct AllArgs {
     workdir: PathBuf,
     #[arg(long, default_value = "BENCHMARKS.md")]
     markdown: PathBuf,
-    /// Rungs to run (b0, b1, b2, b3-pass, b3-f1, b4, latency, load); all by default.
+    /// Rungs to run (b0, b1, b2, b3-pass, b3-f1, b3-f1-dedup, b4, latency, load); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -177,9 +177,12 @@ fn all(a: &AllArgs) -> Result<()> {
     // Deduplication off: B2 runs the scoring alone, and so must B3 to compare
     // like with like.
     let f1_config = r#"{"baseline_temp_c":80.0,"temp_span_c":35.0,"tire_wear_threshold":0.65,"low_battery_soc":0.4,"dedup_window":0}"#;
+    // The same with its (car_id, seq) deduplication on, as it ships: what
+    // keyed state costs in the real pipeline, side by side with b3-f1.
+    let f1_dedup_config = r#"{"baseline_temp_c":80.0,"temp_span_c":35.0,"tire_wear_threshold":0.65,"low_battery_soc":0.4}"#;
     let passthrough = a.plugins.join("weir_passthrough.wasm");
     let degradation = a.plugins.join("weir_f1_degradation.wasm");
-    let rungs: [(&str, &str, &Path, &str); 5] = [
+    let rungs: [(&str, &str, &Path, &str); 6] = [
         ("b1", "native rdkafka loop, copy", Path::new(""), ""),
         (
             "b2",
@@ -193,6 +196,12 @@ fn all(a: &AllArgs) -> Result<()> {
             "weir, F1 degradation plugin",
             &degradation,
             f1_config,
+        ),
+        (
+            "b3-f1-dedup",
+            "weir, F1 degradation plugin, deduplication on",
+            &degradation,
+            f1_dedup_config,
         ),
         (
             "b4",

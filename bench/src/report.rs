@@ -154,6 +154,12 @@ impl Results {
                 }
             }
         }
+        if let Some(r) = self.ratio("B3-f1-dedup", "B3-f1") {
+            let _ = writeln!(
+                s,
+                "\nF1 degradation with its (car_id, seq) deduplication in keyed state on / off (B3-f1-dedup / B3-f1, same rounds): {r:.2}."
+            );
+        }
         if !self.latency.is_empty() {
             s.push_str("\n### End-to-end latency\n\nFrom a send-time header set by the load generator (which sends each message at once, `linger.ms=0`) to arrival at a consumer of the output topic: the broker twice, the processor and its producer's linger. The load is a fraction of B1's median rate; the generator and the latency consumer run on the same two cores as the broker and the processor.\n\n| rung | what | load | msg/s asked | msg/s sent | samples | p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
             for l in &self.latency {
