@@ -30,7 +30,9 @@ pub trait StateStore: Send + Sync + 'static {
     fn len(&self, stage: &str) -> usize;
     /// The partitions a stage holds state for, sorted.
     fn partitions(&self, stage: &str) -> Vec<i32>;
-    /// How many keys of a stage have expired since the process started.
+    /// How many keys of a stage have been dropped at the end of their ttl
+    /// since the process started (an expired key written again before a
+    /// sweep reached it is replaced, not counted).
     fn expired(&self, stage: &str) -> u64;
 }
 
