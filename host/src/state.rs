@@ -123,10 +123,16 @@ impl MemoryState {
         scopes.entry(scope.clone()).or_default().clone()
     }
 
-    fn count_expired(&self, stage: &Arc<str>, n: u64) {
-        if n > 0 {
-            let mut expired = self.expired.lock().unwrap_or_else(|e| e.into_inner());
-            *expired.entry(stage.clone()).or_default() += n;
+    fn count_expired(&self, stage: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut expired = self.expired.lock().unwrap_or_else(|e| e.into_inner());
+        match expired.get_mut(stage) {
+            Some(count) => *count += n,
+            None => {
+                expired.insert(stage.into(), n);
+            }
         }
     }
 }
@@ -194,17 +200,17 @@ impl StateStore for MemoryState {
     /// scraped as a gauge, and the memory come down in partitions that are
     /// no longer written.
     fn len(&self, stage: &str) -> usize {
-        let partitions: Vec<(Arc<str>, Partition)> = {
+        let partitions: Vec<Partition> = {
             let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
             scopes
                 .iter()
                 .filter(|(s, _)| &*s.stage == stage)
-                .map(|(s, p)| (s.stage.clone(), p.clone()))
+                .map(|(_, p)| p.clone())
                 .collect()
         };
         let now = (self.clock)();
         let mut live = 0;
-        for (stage, partition) in partitions {
+        for partition in partitions {
             let mut keys = lock(&partition);
             let swept = keys.sweep(now);
             live += if keys.expiring == 0 {
@@ -213,7 +219,7 @@ impl StateStore for MemoryState {
                 keys.entries.values().filter(|e| e.live(|| now)).count()
             };
             drop(keys);
-            self.count_expired(&stage, swept);
+            self.count_expired(stage, swept);
         }
         live
     }

@@ -21,6 +21,11 @@ fn runtime(cache: Option<&std::path::Path>) -> Runtime {
     .unwrap()
 }
 
+/// A runtime without an artifact cache, over this state and registry.
+fn runtime_with(state: Arc<MemoryState>, metrics: Arc<Registry>) -> Runtime {
+    Runtime::new(RuntimeOptions { cache_dir: None }, state, metrics).unwrap()
+}
+
 fn ctx(stage: &str, outputs: &[&str], config: &str) -> StageContext {
     StageContext {
         stage: stage.into(),
@@ -169,12 +174,7 @@ fn compiled_plugins_are_cached_on_disk() {
 fn a_trapped_call_leaves_no_state_behind() {
     use weir::state::{Scope, StateStore};
     let state = Arc::new(MemoryState::default());
-    let rt = Runtime::new(
-        RuntimeOptions { cache_dir: None },
-        state.clone(),
-        Arc::new(Registry::default()),
-    )
-    .unwrap();
+    let rt = runtime_with(state.clone(), Arc::new(Registry::default()));
     let plugin = Arc::new(
         rt.load("hostile", weir_test_programs::HOSTILE.as_ref())
             .unwrap(),
@@ -613,12 +613,7 @@ fn a_plugin_built_against_the_previous_patch_release_still_runs() {
     use weir::state::{Scope, StateStore};
     let state = Arc::new(MemoryState::default());
     let metrics = Arc::new(Registry::default());
-    let rt = Runtime::new(
-        RuntimeOptions { cache_dir: None },
-        state.clone(),
-        metrics.clone(),
-    )
-    .unwrap();
+    let rt = runtime_with(state.clone(), metrics.clone());
     let plugin = Arc::new(
         rt.load("old", weir_test_programs::PREVIOUS_WIT.as_ref())
             .unwrap(),
@@ -663,12 +658,7 @@ fn state_written_with_a_ttl_expires_on_the_host_clock() {
     let state = Arc::new(MemoryState::with_clock(Arc::new(move || {
         base + Duration::from_millis(clock_offset.load(Ordering::SeqCst))
     })));
-    let rt = Runtime::new(
-        RuntimeOptions { cache_dir: None },
-        state.clone(),
-        Arc::new(Registry::default()),
-    )
-    .unwrap();
+    let rt = runtime_with(state.clone(), Arc::new(Registry::default()));
     let plugin = Arc::new(
         rt.load("analytics", weir_test_programs::ORDER_ANALYTICS.as_ref())
             .unwrap(),

@@ -16,6 +16,11 @@ fn stage_metric(status: &Value, stage: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `POST /api/v1/replay` with `body`.
+async fn post_replay(admin: std::net::SocketAddr, body: Value) -> (u16, Value) {
+    http(admin, "POST", "/api/v1/replay", Some(&body)).await
+}
+
 async fn admin_up(admin: std::net::SocketAddr) {
     eventually("the admin API", WAIT, || async {
         match tokio::net::TcpStream::connect(admin).await {
@@ -209,24 +214,12 @@ async fn run_control_generators_faults_and_state() {
     .await;
     let consumed_before = stage_metric(&before, "order-analytics", "consumed");
     let emitted_before = stage_metric(&before, "order-analytics", "emitted");
-    let (code, body) = http(
-        admin,
-        "POST",
-        "/api/v1/replay",
-        Some(&json!({"stage": "nope"})),
-    )
-    .await;
+    let (code, body) = post_replay(admin, json!({"stage": "nope"})).await;
     assert_eq!(code, 404, "{body}");
-    let (code, body) = http(admin, "POST", "/api/v1/replay", Some(&json!({"stage": 3}))).await;
+    let (code, body) = post_replay(admin, json!({"stage": 3})).await;
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["fields"][0]["field"], "stage", "{body}");
-    let (code, replay) = http(
-        admin,
-        "POST",
-        "/api/v1/replay",
-        Some(&json!({"stage": "order-analytics"})),
-    )
-    .await;
+    let (code, replay) = post_replay(admin, json!({"stage": "order-analytics"})).await;
     assert_eq!(code, 200, "{replay}");
     assert!(
         replay["state_keys_cleared"].as_u64().unwrap() > 10_000,
@@ -417,13 +410,7 @@ async fn replay_rolls_back_while_another_member_holds_the_group() {
     })
     .await;
 
-    let (code, body) = http(
-        admin,
-        "POST",
-        "/api/v1/replay",
-        Some(&json!({"stage": "order-analytics"})),
-    )
-    .await;
+    let (code, body) = post_replay(admin, json!({"stage": "order-analytics"})).await;
     assert_eq!(code, 503, "{body}");
     assert!(
         body["error"]
@@ -439,13 +426,7 @@ async fn replay_rolls_back_while_another_member_holds_the_group() {
     assert_eq!(stage["metrics"]["replays"], 0, "{stage}");
 
     drop(other);
-    let (code, body) = http(
-        admin,
-        "POST",
-        "/api/v1/replay",
-        Some(&json!({"stage": "order-analytics"})),
-    )
-    .await;
+    let (code, body) = post_replay(admin, json!({"stage": "order-analytics"})).await;
     assert_eq!(code, 200, "{body}");
     assert!(
         body["state_keys_cleared"].as_u64().unwrap() > 1_000,
