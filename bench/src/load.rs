@@ -50,6 +50,7 @@ pub fn measure(name: &str, path: &Path, config_json: &str) -> Result<LoadTime> {
             memory_limit: 64 << 20,
             env: Vec::new(),
             clock: false,
+            quotas: Default::default(),
         };
         let t = Instant::now();
         let _instance = rt.instantiate(&plugin, &ctx)?;

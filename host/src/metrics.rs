@@ -46,6 +46,8 @@ pub struct StageMetrics {
     /// Records the broker acknowledged, per topic written (outputs and the
     /// dead-letter topic).
     pub acknowledged_by_topic: Mutex<Vec<(String, u64)>>,
+    /// The metrics the stage's plugin reports through the `metrics` import.
+    pub plugin: PluginSeries,
 }
 
 /// Upper bounds of the batch-duration buckets, microseconds: 100 µs to 10 s,
@@ -115,7 +117,7 @@ impl HistogramSnapshot {
 }
 
 /// The values of `weir.error.kind`.
-pub const FAILURE_KINDS: [&str; 7] = [
+pub const FAILURE_KINDS: [&str; 8] = [
     "plugin_error",
     "trap",
     "timeout",
@@ -123,6 +125,7 @@ pub const FAILURE_KINDS: [&str; 7] = [
     "oversize",
     "decode",
     "output_limit",
+    "state_limit",
 ];
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
@@ -161,6 +164,10 @@ pub struct StageSnapshot {
     /// (filled in from the state store by the admin API).
     pub state_keys: u64,
     pub state_expired: u64,
+    /// Plugin metric updates dropped (series over `max_metric_series`, an
+    /// invalid name or label); in `/metrics` only.
+    #[serde(skip)]
+    pub metric_series_dropped: u64,
 }
 
 impl StageMetrics {
@@ -222,6 +229,7 @@ impl StageMetrics {
                 .collect(),
             state_keys: 0,
             state_expired: 0,
+            metric_series_dropped: get(&self.plugin.dropped),
         }
     }
 }
@@ -240,10 +248,285 @@ pub enum PluginMetricValue {
     Gauge(f64),
 }
 
+/// How many series a stage's plugin may report unless its limits say.
+pub const DEFAULT_MAX_SERIES: usize = 1_000;
+/// The longest metric or label name a plugin may use, bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+/// The longest label value, bytes: each series is held and rendered, so its
+/// size is bounded as well as their number.
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+/// The most labels of one series.
+pub const MAX_LABELS: usize = 16;
+
+/// Why a plugin's metric update was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricRejection {
+    #[error("invalid metric name {0:?}: it must match [a-zA-Z_][a-zA-Z0-9_]* (at most {MAX_NAME_BYTES} bytes)")]
+    Name(String),
+    #[error(
+        "invalid label name {0:?}: it must match [a-zA-Z_][a-zA-Z0-9_]* (at most {MAX_NAME_BYTES} bytes), \
+         not start with `__`, and not be `stage`, which the host adds"
+    )]
+    LabelName(String),
+    #[error("label {0:?} appears twice")]
+    DuplicateLabel(String),
+    #[error("label {name:?} has a value of {len} bytes, over {MAX_LABEL_VALUE_BYTES}")]
+    LabelValue { name: String, len: usize },
+    #[error("{0} labels, over {MAX_LABELS}")]
+    TooManyLabels(usize),
+    #[error("metric {0:?} is already a {1}")]
+    Kind(String, &'static str),
+    #[error("the stage has {0} series, its max_metric_series")]
+    Full(usize),
+}
+
+/// Whether `name` is a metric name Prometheus accepts; the host prefixes
+/// `weir_plugin_`, so a colon (for recording rules) is not allowed either.
+pub fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_NAME_BYTES
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `name` is a label name a plugin may use: Prometheus' rules,
+/// without the reserved `__` prefix, and not `stage`, the host's label.
+pub fn valid_label_name(name: &str) -> bool {
+    valid_metric_name(name) && !name.starts_with("__") && name != "stage"
+}
+
+/// Checks a plugin's metric update; returns its labels sorted.
+fn check_series(
+    name: &str,
+    mut labels: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, MetricRejection> {
+    if !valid_metric_name(name) {
+        return Err(MetricRejection::Name(cut(name)));
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(MetricRejection::TooManyLabels(labels.len()));
+    }
+    labels.sort();
+    for (i, (label, value)) in labels.iter().enumerate() {
+        if !valid_label_name(label) {
+            return Err(MetricRejection::LabelName(cut(label)));
+        }
+        if i > 0 && labels[i - 1].0 == *label {
+            return Err(MetricRejection::DuplicateLabel(label.clone()));
+        }
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(MetricRejection::LabelValue {
+                name: label.clone(),
+                len: value.len(),
+            });
+        }
+    }
+    Ok(labels)
+}
+
+/// A plugin-chosen name, short enough for a log line.
+fn cut(name: &str) -> String {
+    let mut end = name.len().min(64);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
+/// The series of one metric name.
+#[derive(Debug)]
+struct Family {
+    kind: &'static str,
+    series: BTreeMap<Vec<(String, String)>, PluginMetricValue>,
+}
+
+#[derive(Debug)]
+struct SeriesInner {
+    families: BTreeMap<String, Family>,
+    /// Series over all families.
+    count: usize,
+    limit: usize,
+    /// Whether the stage was told, once, that it reached its limit, and
+    /// that it used an invalid name.
+    warned_full: bool,
+    warned_invalid: bool,
+}
+
+/// One stage's plugin metrics, behind a lock of their own so stages do
+/// not contend on one another's updates.
+#[derive(Debug)]
+pub struct PluginSeries {
+    inner: Mutex<SeriesInner>,
+    /// Updates dropped: a new series over the limit, an invalid name or
+    /// label, or a name used as both counter and gauge.
+    pub dropped: AtomicU64,
+}
+
+impl Default for PluginSeries {
+    fn default() -> Self {
+        PluginSeries {
+            inner: Mutex::new(SeriesInner {
+                families: BTreeMap::new(),
+                count: 0,
+                limit: DEFAULT_MAX_SERIES,
+                warned_full: false,
+                warned_invalid: false,
+            }),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl PluginSeries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SeriesInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the most series the stage may hold. Series already held over a
+    /// lowered limit are kept; only new ones are refused.
+    pub fn set_limit(&self, limit: usize) {
+        self.lock().limit = limit;
+    }
+
+    /// How many series the stage holds.
+    pub fn len(&self) -> usize {
+        self.lock().count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn counter_add(
+        &self,
+        stage: &str,
+        name: String,
+        labels: Vec<(String, String)>,
+        delta: u64,
+    ) -> Result<(), MetricRejection> {
+        self.update(stage, name, labels, PluginMetricValue::Counter(delta))
+    }
+
+    pub fn gauge_set(
+        &self,
+        stage: &str,
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    ) -> Result<(), MetricRejection> {
+        self.update(stage, name, labels, PluginMetricValue::Gauge(value))
+    }
+
+    /// Applies an update, or drops it: counted, and logged the first time
+    /// for each reason (the limit, or an invalid name) in the stage.
+    fn update(
+        &self,
+        stage: &str,
+        name: String,
+        labels: Vec<(String, String)>,
+        update: PluginMetricValue,
+    ) -> Result<(), MetricRejection> {
+        let mut inner = self.lock();
+        let result = inner.apply(name, labels, update);
+        if let Err(rejection) = &result {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            let full = matches!(rejection, MetricRejection::Full(_));
+            let warned = if full {
+                &mut inner.warned_full
+            } else {
+                &mut inner.warned_invalid
+            };
+            if !std::mem::replace(warned, true) {
+                drop(inner);
+                tracing::warn!(
+                    stage,
+                    reason = %rejection,
+                    "plugin metric update dropped; later ones dropped for this reason are \
+                     only counted, in weir_stage_metric_series_dropped_total"
+                );
+            }
+        }
+        result
+    }
+
+    /// `(name, labels, value)` of every series, sorted.
+    fn snapshot(&self) -> Vec<(String, Vec<(String, String)>, PluginMetricValue)> {
+        let inner = self.lock();
+        inner
+            .families
+            .iter()
+            .flat_map(|(name, f)| {
+                f.series
+                    .iter()
+                    .map(move |(labels, v)| (name.clone(), labels.clone(), *v))
+            })
+            .collect()
+    }
+}
+
+fn kind_of(v: PluginMetricValue) -> &'static str {
+    match v {
+        PluginMetricValue::Counter(_) => "counter",
+        PluginMetricValue::Gauge(_) => "gauge",
+    }
+}
+
+impl SeriesInner {
+    fn apply(
+        &mut self,
+        name: String,
+        labels: Vec<(String, String)>,
+        update: PluginMetricValue,
+    ) -> Result<(), MetricRejection> {
+        let labels = check_series(&name, labels)?;
+        let kind = kind_of(update);
+        let (count, limit) = (self.count, self.limit);
+        let family = match self.families.get_mut(&name) {
+            Some(f) => f,
+            None => {
+                if count >= limit {
+                    return Err(MetricRejection::Full(limit));
+                }
+                self.families.entry(name.clone()).or_insert(Family {
+                    kind,
+                    series: BTreeMap::new(),
+                })
+            }
+        };
+        // A name keeps the kind it was first used as: a family of mixed
+        // kinds cannot be exposed.
+        if family.kind != kind {
+            return Err(MetricRejection::Kind(name, family.kind));
+        }
+        let slot = match family.series.get_mut(&labels) {
+            Some(slot) => slot,
+            None => {
+                if count >= limit {
+                    return Err(MetricRejection::Full(limit));
+                }
+                self.count += 1;
+                family.series.entry(labels).or_insert(match update {
+                    PluginMetricValue::Counter(_) => PluginMetricValue::Counter(0),
+                    gauge => gauge,
+                })
+            }
+        };
+        match (slot, update) {
+            (PluginMetricValue::Counter(c), PluginMetricValue::Counter(delta)) => {
+                *c = c.saturating_add(delta)
+            }
+            (PluginMetricValue::Gauge(g), PluginMetricValue::Gauge(v)) => *g = v,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     stages: Mutex<BTreeMap<String, Arc<StageMetrics>>>,
-    plugin: Mutex<BTreeMap<PluginMetricKey, PluginMetricValue>>,
 }
 
 impl Registry {
@@ -260,27 +543,46 @@ impl Registry {
             .collect()
     }
 
+    /// Adds to a plugin counter of `key.stage` (what the `metrics` import
+    /// does, for callers outside a plugin).
     pub fn counter_add(&self, key: PluginMetricKey, delta: u64) {
-        let mut plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner());
-        match plugin.entry(key).or_insert(PluginMetricValue::Counter(0)) {
-            PluginMetricValue::Counter(c) => *c = c.saturating_add(delta),
-            // A name used as a gauge first stays a gauge; the plugin's
-            // mistake must not crash or corrupt anything.
-            PluginMetricValue::Gauge(_) => {}
-        }
+        let _ = self
+            .stage(&key.stage)
+            .plugin
+            .counter_add(&key.stage, key.name, key.labels, delta);
     }
 
     pub fn gauge_set(&self, key: PluginMetricKey, value: f64) {
-        let mut plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = plugin.entry(key).or_insert(PluginMetricValue::Gauge(value));
-        if let PluginMetricValue::Gauge(g) = slot {
-            *g = value;
-        }
+        let _ = self
+            .stage(&key.stage)
+            .plugin
+            .gauge_set(&key.stage, key.name, key.labels, value);
     }
 
+    /// Every stage's plugin series, sorted by stage, name and labels.
     pub fn plugin_metrics(&self) -> Vec<(PluginMetricKey, PluginMetricValue)> {
-        let plugin = self.plugin.lock().unwrap_or_else(|e| e.into_inner());
-        plugin.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        let stages: Vec<(String, Arc<StageMetrics>)> = {
+            let stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+            stages.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        stages
+            .into_iter()
+            .flat_map(|(stage, m)| {
+                m.plugin
+                    .snapshot()
+                    .into_iter()
+                    .map(move |(name, labels, v)| {
+                        (
+                            PluginMetricKey {
+                                stage: stage.clone(),
+                                name,
+                                labels,
+                            },
+                            v,
+                        )
+                    })
+            })
+            .collect()
     }
 }
 
@@ -308,5 +610,99 @@ mod tests {
         assert_eq!(s.quantile_bound_us(0.5), Some(250));
         assert_eq!(s.quantile_bound_us(0.75), Some(5_000));
         assert_eq!(s.quantile_bound_us(0.99), Some(u64::MAX));
+    }
+
+    #[test]
+    fn label_and_metric_names_follow_prometheus_rules() {
+        for ok in ["a", "_x", "sku", "A_1", "reason"] {
+            assert!(valid_label_name(ok), "{ok}");
+            assert!(valid_metric_name(ok), "{ok}");
+        }
+        for bad in ["", "9x", "a-b", "a.b", "é", "a b", "a:b", &"x".repeat(201)] {
+            assert!(!valid_label_name(bad), "{bad}");
+            assert!(!valid_metric_name(bad), "{bad}");
+        }
+        assert!(!valid_label_name("stage"), "the host's label");
+        assert!(!valid_label_name("__name__"), "reserved");
+        assert!(valid_metric_name("stage") && valid_metric_name("__x"));
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn invalid_updates_are_dropped_and_counted() {
+        let s = PluginSeries::default();
+        let bad = [
+            ("9x", labels(&[])),
+            ("ok", labels(&[("stage", "x")])),
+            ("ok", labels(&[("9x", "x")])),
+            ("ok", labels(&[("", "x")])),
+            ("ok", labels(&[("a", "1"), ("a", "2")])),
+            ("ok", labels(&[("a", &"v".repeat(MAX_LABEL_VALUE_BYTES + 1))])),
+        ];
+        for (name, l) in bad {
+            assert!(s.counter_add("st", name.into(), l, 1).is_err(), "{name}");
+        }
+        assert_eq!(s.dropped.load(Ordering::Relaxed), 6);
+        assert!(s.is_empty());
+        // A name keeps its first kind.
+        s.counter_add("st", "n".into(), labels(&[("b", "1"), ("a", "2")]), 2)
+            .unwrap();
+        s.counter_add("st", "n".into(), labels(&[("a", "2"), ("b", "1")]), 3)
+            .unwrap();
+        assert!(matches!(
+            s.gauge_set("st", "n".into(), labels(&[]), 1.0),
+            Err(MetricRejection::Kind(..))
+        ));
+        assert_eq!(
+            s.snapshot(),
+            vec![(
+                "n".to_string(),
+                labels(&[("a", "2"), ("b", "1")]),
+                PluginMetricValue::Counter(5)
+            )]
+        );
+        assert_eq!(s.dropped.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn series_past_the_limit_are_dropped_and_counted() {
+        let r = Registry::default();
+        let m = r.stage("a");
+        m.plugin.set_limit(10);
+        for i in 0..25 {
+            let _ = m
+                .plugin
+                .gauge_set("a", "g".into(), labels(&[("i", &i.to_string())]), 1.0);
+        }
+        // Known series still update when the stage is full.
+        m.plugin
+            .gauge_set("a", "g".into(), labels(&[("i", "0")]), 7.0)
+            .unwrap();
+        assert!(
+            m.plugin
+                .counter_add("a", "other".into(), labels(&[]), 1)
+                .is_err()
+        );
+        assert_eq!(m.plugin.len(), 10);
+        assert_eq!(m.snapshot().metric_series_dropped, 16);
+        // Stages are counted apart.
+        r.counter_add(
+            PluginMetricKey {
+                stage: "b".into(),
+                name: "c".into(),
+                labels: vec![],
+            },
+            1,
+        );
+        let all = r.plugin_metrics();
+        assert_eq!(all.len(), 11);
+        assert_eq!(all[0].1, PluginMetricValue::Gauge(7.0));
+        assert_eq!(all[10].0.stage, "b");
     }
 }

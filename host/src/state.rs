@@ -5,6 +5,7 @@
 //! is the only one today.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,46 @@ pub trait StateStore: Send + Sync + 'static {
     /// since the process started (an expired key written again before a
     /// sweep reached it is replaced, not counted).
     fn expired(&self, stage: &str) -> u64;
+    /// What a stage's keyed state takes, all partitions together, for its
+    /// quota: keys whose ttl has run out count until a sweep drops them.
+    fn usage(&self, stage: &str) -> Usage;
+    /// The bytes (key and value) of the entry stored under `key`, counted
+    /// in [`StateStore::usage`] whether or not its ttl has run out.
+    fn stored_size(&self, scope: &Scope, key: &[u8]) -> Option<usize>;
+}
+
+/// How much keyed state a stage holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Keys and values, bytes.
+    pub bytes: u64,
+    pub keys: u64,
+}
+
+/// A stage's usage, kept up to date by every partition of the stage.
+#[derive(Debug, Default)]
+struct Tally {
+    bytes: AtomicU64,
+    keys: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, bytes: usize, keys: usize) {
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.keys.fetch_add(keys as u64, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize, keys: usize) {
+        self.bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+        self.keys.fetch_sub(keys as u64, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Usage {
+        Usage {
+            bytes: self.bytes.load(Ordering::Relaxed),
+            keys: self.keys.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// How often a partition with expiring keys is swept. Expired keys read as
@@ -52,19 +93,36 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 struct Keys {
     entries: HashMap<Vec<u8>, Entry>,
     /// Entries with an expiry; while there are none, nothing reads the clock.
     expiring: usize,
     next_sweep: Option<Instant>,
+    /// Keys and values of `entries`, bytes.
+    bytes: usize,
+    /// The stage's usage, which this partition's changes go to.
+    tally: Arc<Tally>,
 }
 
 impl Keys {
+    fn new(tally: Arc<Tally>) -> Self {
+        Keys {
+            entries: HashMap::new(),
+            expiring: 0,
+            next_sweep: None,
+            bytes: 0,
+            tally,
+        }
+    }
+
     fn insert(&mut self, key: &[u8], entry: Entry) {
         let expiring = entry.expires.is_some();
+        let size = key.len() + entry.value.len();
+        self.bytes += size;
+        self.tally.add(size, 1);
         if let Some(old) = self.entries.insert(key.to_vec(), entry) {
             self.expiring -= usize::from(old.expires.is_some());
+            self.forget(key.len() + old.value.len());
         }
         self.expiring += usize::from(expiring);
     }
@@ -72,7 +130,22 @@ impl Keys {
     fn remove(&mut self, key: &[u8]) {
         if let Some(old) = self.entries.remove(key) {
             self.expiring -= usize::from(old.expires.is_some());
+            self.forget(key.len() + old.value.len());
         }
+    }
+
+    /// Takes an entry of `size` bytes out of the counts.
+    fn forget(&mut self, size: usize) {
+        self.bytes -= size;
+        self.tally.sub(size, 1);
+    }
+
+    /// Drops every entry (the partition is being thrown away).
+    fn clear(&mut self) {
+        self.tally.sub(self.bytes, self.entries.len());
+        self.bytes = 0;
+        self.expiring = 0;
+        self.entries.clear();
     }
 
     /// Drops the expired entries if a sweep is due; returns how many.
@@ -81,9 +154,18 @@ impl Keys {
             return 0;
         }
         self.next_sweep = Some(now + SWEEP_EVERY);
-        let before = self.entries.len();
-        self.entries.retain(|_, e| e.live(|| now));
-        let removed = before - self.entries.len();
+        let before = (self.entries.len(), self.bytes);
+        let mut bytes = self.bytes;
+        self.entries.retain(|k, e| {
+            let live = e.live(|| now);
+            if !live {
+                bytes -= k.len() + e.value.len();
+            }
+            live
+        });
+        self.bytes = bytes;
+        let removed = before.0 - self.entries.len();
+        self.tally.sub(before.1 - bytes, removed);
         self.expiring -= removed;
         removed as u64
     }
@@ -100,6 +182,8 @@ pub struct MemoryState {
     /// Per stage; kept apart from the keys so a replay's clear keeps it
     /// monotonic.
     expired: Mutex<HashMap<Arc<str>, u64>>,
+    /// Per stage: bytes and keys, for the stage's quota.
+    tallies: Mutex<HashMap<Arc<str>, Arc<Tally>>>,
     clock: Clock,
 }
 
@@ -114,13 +198,24 @@ impl MemoryState {
         MemoryState {
             scopes: Mutex::default(),
             expired: Mutex::default(),
+            tallies: Mutex::default(),
             clock,
         }
     }
 
     fn partition(&self, scope: &Scope) -> Partition {
         let mut scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
-        scopes.entry(scope.clone()).or_default().clone()
+        if let Some(p) = scopes.get(scope) {
+            return p.clone();
+        }
+        let p = Arc::new(Mutex::new(Keys::new(self.tally(&scope.stage))));
+        scopes.insert(scope.clone(), p.clone());
+        p
+    }
+
+    fn tally(&self, stage: &Arc<str>) -> Arc<Tally> {
+        let mut tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        tallies.entry(stage.clone()).or_default().clone()
     }
 
     fn count_expired(&self, stage: &str, n: u64) {
@@ -182,7 +277,15 @@ impl StateStore for MemoryState {
 
     fn clear_stage(&self, stage: &str) {
         let mut scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
-        scopes.retain(|s, _| &*s.stage != stage);
+        scopes.retain(|s, p| {
+            if &*s.stage != stage {
+                return true;
+            }
+            // Emptied, not only unlinked, so the stage's usage comes down
+            // by what it held.
+            lock(p).clear();
+            false
+        });
     }
 
     fn partitions(&self, stage: &str) -> Vec<i32> {
@@ -227,6 +330,19 @@ impl StateStore for MemoryState {
     fn expired(&self, stage: &str) -> u64 {
         let expired = self.expired.lock().unwrap_or_else(|e| e.into_inner());
         expired.get(stage).copied().unwrap_or(0)
+    }
+
+    fn usage(&self, stage: &str) -> Usage {
+        let tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        tallies.get(stage).map(|t| t.get()).unwrap_or_default()
+    }
+
+    fn stored_size(&self, scope: &Scope, key: &[u8]) -> Option<usize> {
+        let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        let partition = scopes.get(scope)?.clone();
+        drop(scopes);
+        let keys = lock(&partition);
+        keys.entries.get(key).map(|e| key.len() + e.value.len())
     }
 }
 
@@ -328,5 +444,37 @@ mod tests {
         s.set(&p0, b"next", b"", None);
         assert_eq!(s.expired("a"), 100);
         assert_eq!(lock(&s.partition(&p0)).entries.len(), 1);
+    }
+
+    #[test]
+    fn usage_counts_keys_and_values_of_every_partition() {
+        use std::sync::atomic::Ordering;
+        let (clock, now_ms) = manual_clock();
+        let s = MemoryState::with_clock(clock);
+        let (p0, p1) = (scope("a", 0), scope("a", 1));
+        assert_eq!(s.usage("a"), Usage::default());
+        s.set(&p0, b"k1", b"12345", None);
+        s.set(&p1, b"k1", b"1", None);
+        s.set(&scope("b", 0), b"other", b"stage", None);
+        assert_eq!(s.usage("a"), Usage { bytes: 7 + 3, keys: 2 });
+        assert_eq!(s.stored_size(&p0, b"k1"), Some(7));
+        assert_eq!(s.stored_size(&p0, b"nope"), None);
+        // An overwrite counts the new value only.
+        s.set(&p0, b"k1", b"1234567890", None);
+        assert_eq!(s.usage("a"), Usage { bytes: 12 + 3, keys: 2 });
+        s.delete(&p1, b"k1");
+        s.delete(&p1, b"k1");
+        assert_eq!(s.usage("a"), Usage { bytes: 12, keys: 1 });
+        // An expired key counts until it is swept.
+        s.set(&p1, b"ttl", b"x", Some(Duration::from_millis(10)));
+        assert_eq!(s.usage("a"), Usage { bytes: 16, keys: 2 });
+        now_ms.store(2_000, Ordering::SeqCst);
+        assert_eq!(s.len("a"), 1);
+        assert_eq!(s.usage("a"), Usage { bytes: 12, keys: 1 });
+        s.set(&p1, b"gone", b"", Some(Duration::ZERO));
+        assert_eq!(s.usage("a"), Usage { bytes: 12, keys: 1 });
+        s.clear_stage("a");
+        assert_eq!(s.usage("a"), Usage::default());
+        assert_eq!(s.usage("b"), Usage { bytes: 10, keys: 1 });
     }
 }

@@ -26,6 +26,7 @@ pub fn instance(plugin: &str, config_json: &str) -> (Runtime, Instance) {
         memory_limit: 256 << 20,
         env: Vec::new(),
         clock: false,
+        quotas: Default::default(),
     };
     let instance = runtime.instantiate(&plugin, &ctx).unwrap();
     (runtime, instance)

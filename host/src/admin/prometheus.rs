@@ -87,6 +87,12 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.skipped,
     ),
     (
+        "metric_series_dropped_total",
+        "counter",
+        "Plugin metric updates dropped: a new series past max_metric_series, or an invalid name or label.",
+        |s| s.metric_series_dropped,
+    ),
+    (
         "swaps_total",
         "counter",
         "Plugin instances swapped in by reloads.",
@@ -123,6 +129,52 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.memory_high_water_bytes,
     ),
 ];
+
+/// A sample value as the text format spells it (`+Inf`, not Rust's `inf`).
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// The plugins' metrics, one family per name: all its samples together,
+/// whichever stages report it, under one TYPE line (`untyped` if stages
+/// disagree on the kind). Names and labels were checked when reported.
+fn render_plugin_metrics(out: &mut String, registry: &Registry) {
+    let mut metrics = registry.plugin_metrics();
+    metrics.sort_by(|(a, _), (b, _)| {
+        (&a.name, &a.stage, &a.labels).cmp(&(&b.name, &b.stage, &b.labels))
+    });
+    for family in metrics.chunk_by(|(a, _), (b, _)| a.name == b.name) {
+        let name = format!("weir_plugin_{}", sanitise(&family[0].0.name));
+        let kind = |v: &PluginMetricValue| match v {
+            PluginMetricValue::Counter(_) => "counter",
+            PluginMetricValue::Gauge(_) => "gauge",
+        };
+        let first = kind(&family[0].1);
+        let kind = if family.iter().all(|(_, v)| kind(v) == first) {
+            first
+        } else {
+            "untyped"
+        };
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (key, value) in family {
+            let mut labels = format!("stage=\"{}\"", escape(&key.stage));
+            for (k, v) in &key.labels {
+                let _ = write!(labels, ",{}=\"{}\"", sanitise(k), escape(v));
+            }
+            let v = match value {
+                PluginMetricValue::Counter(c) => c.to_string(),
+                PluginMetricValue::Gauge(g) => float(*g),
+            };
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
 
 /// `stages` are the registry's snapshots, completed by the caller.
 pub fn render(
@@ -204,26 +256,7 @@ pub fn render(
         let _ = writeln!(out, "# TYPE weir_{name} counter");
         let _ = writeln!(out, "weir_{name} {value}");
     }
-    let mut typed = std::collections::BTreeSet::new();
-    for (key, value) in registry.plugin_metrics() {
-        let name = format!("weir_plugin_{}", sanitise(&key.name));
-        let kind = match value {
-            PluginMetricValue::Counter(_) => "counter",
-            PluginMetricValue::Gauge(_) => "gauge",
-        };
-        if typed.insert(name.clone()) {
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-        }
-        let mut labels = format!("stage=\"{}\"", escape(&key.stage));
-        for (k, v) in &key.labels {
-            let _ = write!(labels, ",{}=\"{}\"", sanitise(k), escape(v));
-        }
-        let v = match value {
-            PluginMetricValue::Counter(c) => c.to_string(),
-            PluginMetricValue::Gauge(g) => g.to_string(),
-        };
-        let _ = writeln!(out, "{name}{{{labels}}} {v}");
-    }
+    render_plugin_metrics(&mut out, registry);
     out
 }
 

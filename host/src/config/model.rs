@@ -212,6 +212,15 @@ pub struct Limits {
     pub max_outputs_per_message: usize,
     /// Bytes (keys, values, headers) one input message may produce.
     pub max_output_bytes_per_message: usize,
+    /// Bytes of keyed state (keys and values) the stage may hold, all
+    /// partitions together; a write past it fails the message as
+    /// `state_limit`.
+    pub state_max_bytes: usize,
+    /// Keys of keyed state the stage may hold, all partitions together.
+    pub state_max_keys: usize,
+    /// Distinct plugin metric series (name and label set) the stage may
+    /// report; updates to further series are dropped and counted.
+    pub max_metric_series: usize,
 }
 
 impl Default for Limits {
@@ -222,6 +231,9 @@ impl Default for Limits {
             max_payload_bytes: 1 << 20,
             max_outputs_per_message: 100,
             max_output_bytes_per_message: 4 << 20,
+            state_max_bytes: 64 << 20,
+            state_max_keys: 1_000_000,
+            max_metric_series: 1_000,
         }
     }
 }

@@ -78,6 +78,9 @@ pub(super) struct RawLimits {
     pub(super) max_payload_bytes: Option<Spanned<i64>>,
     pub(super) max_outputs_per_message: Option<Spanned<i64>>,
     pub(super) max_output_bytes_per_message: Option<Spanned<i64>>,
+    pub(super) state_max_bytes: Option<Spanned<i64>>,
+    pub(super) state_max_keys: Option<Spanned<i64>>,
+    pub(super) max_metric_series: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -139,6 +139,11 @@ pub fn stage_context(stage: &StageConfig) -> StageContext {
             .filter_map(|name| Some((name.clone(), std::env::var(name).ok()?)))
             .collect(),
         clock: stage.grants.clock,
+        quotas: crate::wasm::Quotas {
+            state_max_bytes: stage.limits.state_max_bytes,
+            state_max_keys: stage.limits.state_max_keys,
+            max_metric_series: stage.limits.max_metric_series,
+        },
     }
 }
 

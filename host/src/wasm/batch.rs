@@ -156,7 +156,7 @@ impl ValidatedResult {
         }
         let mut invalid: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
         for r in &result.rejected {
-            outcomes[r.index as usize] = Err(r.reason.clone());
+            outcomes[r.index as usize] = Err(super::error::cap_reason(&r.reason).into_owned());
             invalid[r.index as usize] = false;
         }
         ValidatedResult {
@@ -408,5 +408,19 @@ mod tests {
             assert!(v.is_invalid(0));
             assert!(v.outcome(1).is_ok() && !v.is_invalid(1));
         }
+    }
+
+    #[test]
+    fn a_long_rejection_reason_is_capped() {
+        let mut r = result(vec![0], &[]);
+        r.rejected.push(Rejection {
+            index: 0,
+            reason: "r".repeat(2 << 20),
+        });
+        let v = ValidatedResult::new(r, 1, 1);
+        let reason = v.outcome(0).err().unwrap();
+        assert!(reason.len() < 1100, "{} bytes", reason.len());
+        assert!(reason.starts_with("rrrr"));
+        assert!(reason.ends_with(" bytes cut)"), "{reason}");
     }
 }

@@ -4,4 +4,6 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "processor",
     additional_derives: [PartialEq],
+    // A state write past the stage's quota traps the call.
+    imports: { "weir:plugin/state": trappable },
 });

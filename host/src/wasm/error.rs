@@ -43,6 +43,9 @@ pub enum CallErrorKind {
     Timeout,
     /// The plugin tried to grow memory past its limit.
     Memory,
+    /// A keyed-state write would have taken the stage past its state quota
+    /// (`state_max_bytes` or `state_max_keys`); the write traps the call.
+    StateLimit,
 }
 
 impl CallErrorKind {
@@ -52,6 +55,7 @@ impl CallErrorKind {
             CallErrorKind::Trap => "trap",
             CallErrorKind::Timeout => "timeout",
             CallErrorKind::Memory => "memory",
+            CallErrorKind::StateLimit => "state_limit",
         }
     }
 }
@@ -62,4 +66,51 @@ pub struct CallError {
     pub stage: String,
     pub kind: CallErrorKind,
     pub message: String,
+}
+
+/// The most bytes of a plugin's rejection reason or a trap message that are
+/// kept: they go into the `weir.error` header of a dead-letter record and
+/// into log lines, and a plugin chooses their size.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// `reason`, cut to [`MAX_REASON_BYTES`] on a char boundary, with a marker
+/// saying how much was cut.
+pub fn cap_reason(reason: &str) -> std::borrow::Cow<'_, str> {
+    if reason.len() <= MAX_REASON_BYTES {
+        return std::borrow::Cow::Borrowed(reason);
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = reason.len() - end;
+    std::borrow::Cow::Owned(format!("{}… ({cut} bytes cut)", &reason[..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_reasons_are_kept_whole() {
+        let r = "x".repeat(MAX_REASON_BYTES);
+        assert!(matches!(cap_reason(&r), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(cap_reason(""), "");
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary_with_a_marker() {
+        let r = "x".repeat(2 << 20);
+        let capped = cap_reason(&r);
+        assert_eq!(
+            capped,
+            format!("{}… ({} bytes cut)", "x".repeat(MAX_REASON_BYTES), (2 << 20) - MAX_REASON_BYTES)
+        );
+        // A two-byte char straddling the cut is dropped whole.
+        let r = format!("{}é{}", "a".repeat(MAX_REASON_BYTES - 1), "b".repeat(10));
+        let capped = cap_reason(&r);
+        assert!(capped.starts_with(&"a".repeat(MAX_REASON_BYTES - 1)), "{capped}");
+        assert!(capped.ends_with("… (12 bytes cut)"), "{capped}");
+        assert!(!capped.contains('é'));
+    }
 }

@@ -9,8 +9,8 @@ use wasmtime_wasi::p2::pipe::ClosedInputStream;
 use super::bindings::Processor;
 use super::bindings::weir::plugin::types::{Batch, BatchResult, InitContext};
 use super::clocks::{MonotonicClock, WallClock};
-use super::error::{CallError, CallErrorKind, WasmError};
-use super::host::HostState;
+use super::error::{CallError, CallErrorKind, WasmError, cap_reason};
+use super::host::{HostState, StateLimitExceeded};
 use super::limiter::{Limiter, MemoryLimitExceeded};
 use super::runtime::{EPOCH_TICK, Plugin, Runtime};
 use super::stdio::Capture;
@@ -35,6 +35,30 @@ pub struct StageContext {
     pub env: Vec<(String, String)>,
     /// Whether the plugin sees the real clocks (otherwise they read zero).
     pub clock: bool,
+    /// What the plugin may hold in the host, outside its linear memory.
+    pub quotas: Quotas,
+}
+
+/// Host resources a stage's plugin controls, bounded (`[stage.limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Bytes of keyed state (keys and values), all partitions together.
+    pub state_max_bytes: usize,
+    /// Keys of keyed state, all partitions together.
+    pub state_max_keys: usize,
+    /// Distinct metric series (name and labels).
+    pub max_metric_series: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        let limits = crate::config::Limits::default();
+        Quotas {
+            state_max_bytes: limits.state_max_bytes,
+            state_max_keys: limits.state_max_keys,
+            max_metric_series: limits.max_metric_series,
+        }
+    }
 }
 
 /// A live plugin instance with its own store. Not reusable after a
@@ -85,7 +109,11 @@ impl Instance {
 fn classify(host: &HostState, error: wasmtime::Error) -> CallError {
     // The limiter turns a refused growth into a trap and remembers it, so
     // a memory error is known without reading the error's text.
-    let kind = if host.limiter.refused() || error.downcast_ref::<MemoryLimitExceeded>().is_some() {
+    let kind = if host.state_refused.is_some()
+        || error.downcast_ref::<StateLimitExceeded>().is_some()
+    {
+        CallErrorKind::StateLimit
+    } else if host.limiter.refused() || error.downcast_ref::<MemoryLimitExceeded>().is_some() {
         CallErrorKind::Memory
     } else if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
         CallErrorKind::Timeout
@@ -100,7 +128,11 @@ fn classify(host: &HostState, error: wasmtime::Error) -> CallError {
                 "interrupted: the call ran past its deadline".to_string()
             }
             (CallErrorKind::Memory, Some(exceeded)) => exceeded.to_string(),
-            _ => trap_message(host, &error),
+            (CallErrorKind::StateLimit, _) => match &host.state_refused {
+                Some(exceeded) => exceeded.to_string(),
+                None => error.root_cause().to_string(),
+            },
+            _ => cap_reason(&trap_message(host, &error)).into_owned(),
         },
     }
 }
@@ -135,6 +167,9 @@ impl Runtime {
         ctx: &StageContext,
     ) -> Result<Instance, WasmError> {
         let stage: Arc<str> = ctx.stage.as_str().into();
+        let stage_metrics = self.metrics.stage(&ctx.stage);
+        // The latest instance's limit holds: a reload may change it.
+        stage_metrics.plugin.set_limit(ctx.quotas.max_metric_series);
         let stdio = Capture::new(stage.clone());
         let monotonic = MonotonicClock::new(!ctx.clock);
         let wasi = WasiCtx::builder()
@@ -165,9 +200,12 @@ impl Runtime {
                 partition: STAGE_SCOPE,
             },
             state: self.state.clone(),
+            quotas: ctx.quotas,
             pending: Default::default(),
+            usage_before: Default::default(),
+            state_refused: None,
             in_call: false,
-            metrics: self.metrics.clone(),
+            metrics: stage_metrics,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -27,6 +27,6 @@ pub mod stdio;
 
 pub use batch::{BatchBuilder, OutputRecord, ValidatedResult};
 pub use bindings::weir::plugin::types::{Batch, BatchResult};
-pub use error::{CallError, CallErrorKind, WasmError};
-pub use instance::{Instance, StageContext};
+pub use error::{CallError, CallErrorKind, MAX_REASON_BYTES, WasmError, cap_reason};
+pub use instance::{Instance, Quotas, StageContext};
 pub use runtime::{Plugin, Runtime, RuntimeOptions, WIT_VERSION};

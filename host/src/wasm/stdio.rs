@@ -1,8 +1,9 @@
 //! A plugin's stdout and stderr, captured into `tracing`.
 //!
 //! Bytes are cut into lines; each line becomes one event with the fields
-//! `stage` and `stream` (`stdout` at info level, `stderr` at warn). A plugin
-//! cannot flood the log or the host's memory:
+//! `stage` and `stream` (`stdout` at info level, `stderr` at warn). The
+//! messages of the `log` import share the same limits (see [`Capture::log`]).
+//! A plugin cannot flood the log or the host's memory:
 //! - a line longer than [`MAX_LINE`] bytes is truncated, the rest of it
 //!   discarded as it arrives;
 //! - lines are rate limited per instance by a token bucket ([`BURST`] lines,
@@ -42,6 +43,8 @@ const RECENT_STDERR: usize = 512;
 enum Which {
     Stdout = 0,
     Stderr = 1,
+    /// The `log` import: whole messages, no line buffer.
+    Log = 2,
 }
 
 impl Which {
@@ -49,6 +52,7 @@ impl Which {
         match self {
             Which::Stdout => "stdout",
             Which::Stderr => "stderr",
+            Which::Log => "log",
         }
     }
 }
@@ -90,8 +94,9 @@ struct State {
     /// the rest of it is discarded.
     truncated: [bool; 2],
     bucket: TokenBucket,
-    /// Per stream: lines dropped since the last summary.
-    dropped: [u64; 2],
+    /// Per stream (and the `log` import): lines dropped since the last
+    /// summary.
+    dropped: [u64; 3],
     /// Lines dropped over the instance's life.
     dropped_total: u64,
     /// When the last summary of dropped lines was logged.
@@ -157,8 +162,8 @@ impl State {
         match (which, truncated) {
             (Which::Stdout, false) => tracing::info!(stage, stream, "{text}"),
             (Which::Stdout, true) => tracing::info!(stage, stream, truncated, "{text}"),
-            (Which::Stderr, false) => tracing::warn!(stage, stream, "{text}"),
-            (Which::Stderr, true) => tracing::warn!(stage, stream, truncated, "{text}"),
+            (_, false) => tracing::warn!(stage, stream, "{text}"),
+            (_, true) => tracing::warn!(stage, stream, truncated, "{text}"),
         }
         line.clear();
         self.line[w] = line;
@@ -185,13 +190,64 @@ impl State {
         self.recent_stderr.push_str(&text[..end]);
     }
 
+    /// Logs a message of the `log` import at `level`, if the rate limit
+    /// allows and the level is enabled, cut at [`MAX_LINE`] bytes.
+    fn log(&mut self, level: tracing::Level, partition: i32, message: &str) {
+        // A disabled level costs no token, so that a plugin's debug lines
+        // do not use up the budget of its warnings.
+        let enabled = match level {
+            tracing::Level::TRACE => tracing::enabled!(tracing::Level::TRACE),
+            tracing::Level::DEBUG => tracing::enabled!(tracing::Level::DEBUG),
+            tracing::Level::INFO => tracing::enabled!(tracing::Level::INFO),
+            tracing::Level::WARN => tracing::enabled!(tracing::Level::WARN),
+            _ => tracing::enabled!(tracing::Level::ERROR),
+        };
+        if !enabled {
+            return;
+        }
+        if !self.bucket.take() {
+            self.dropped[Which::Log as usize] += 1;
+            self.dropped_total += 1;
+            return;
+        }
+        if self
+            .last_summary
+            .is_none_or(|at| at.elapsed() >= SUMMARY_INTERVAL)
+        {
+            self.summarise();
+        }
+        let truncated = message.len() > MAX_LINE;
+        let mut end = message.len().min(MAX_LINE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &message[..end];
+        let stage = &*self.stage;
+        macro_rules! emit {
+            ($level:expr) => {
+                if truncated {
+                    tracing::event!($level, stage, partition, truncated, "{text}")
+                } else {
+                    tracing::event!($level, stage, partition, "{text}")
+                }
+            };
+        }
+        match level {
+            tracing::Level::TRACE => emit!(tracing::Level::TRACE),
+            tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
+            tracing::Level::INFO => emit!(tracing::Level::INFO),
+            tracing::Level::WARN => emit!(tracing::Level::WARN),
+            _ => emit!(tracing::Level::ERROR),
+        }
+    }
+
     /// One warning per stream with lines dropped since the last one.
     fn summarise(&mut self) {
-        if self.dropped == [0, 0] {
+        if self.dropped == [0; 3] {
             return;
         }
         self.last_summary = Some(Instant::now());
-        for which in [Which::Stdout, Which::Stderr] {
+        for which in [Which::Stdout, Which::Stderr, Which::Log] {
             let dropped = std::mem::take(&mut self.dropped[which as usize]);
             if dropped > 0 {
                 tracing::warn!(
@@ -234,12 +290,18 @@ impl Capture {
                 line: [Vec::new(), Vec::new()],
                 truncated: [false; 2],
                 bucket: TokenBucket::new(),
-                dropped: [0; 2],
+                dropped: [0; 3],
                 dropped_total: 0,
                 last_summary: None,
                 recent_stderr: String::new(),
             })),
         }
+    }
+
+    /// A message of the plugin's `log` import: rate limited together with
+    /// stdout and stderr, and cut at [`MAX_LINE`] bytes.
+    pub(crate) fn log(&self, level: tracing::Level, partition: i32, message: &str) {
+        self.lock().log(level, partition, message)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -281,7 +343,8 @@ impl Capture {
         (!state.recent_stderr.is_empty()).then(|| state.recent_stderr.clone())
     }
 
-    /// Lines dropped by the rate limit over the instance's life.
+    /// Lines (and `log` messages) dropped by the rate limit over the
+    /// instance's life.
     pub(crate) fn dropped_lines(&self) -> u64 {
         self.lock().dropped_total
     }
@@ -366,7 +429,7 @@ mod tests {
             line: [Vec::new(), Vec::new()],
             truncated: [false; 2],
             bucket: TokenBucket::new(),
-            dropped: [0; 2],
+            dropped: [0; 3],
             dropped_total: 0,
             last_summary: None,
             recent_stderr: String::new(),
