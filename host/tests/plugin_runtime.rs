@@ -6,8 +6,8 @@ use std::time::Duration;
 use weir::metrics::Registry;
 use weir::state::MemoryState;
 use weir::wasm::{
-    BatchBuilder, CallError, CallErrorKind, Instance, Runtime, RuntimeOptions, StageContext,
-    ValidatedResult, WasmError,
+    BatchBuilder, CallError, CallErrorKind, Instance, Quotas, Runtime, RuntimeOptions,
+    StageContext, ValidatedResult, WasmError,
 };
 
 fn runtime(cache: Option<&std::path::Path>) -> Runtime {
@@ -35,6 +35,7 @@ fn ctx(stage: &str, outputs: &[&str], config: &str) -> StageContext {
         memory_limit: 64 << 20,
         env: Vec::new(),
         clock: false,
+        quotas: Quotas::default(),
     }
 }
 
@@ -231,6 +232,17 @@ fn hostile(rt: &Runtime) -> Arc<weir::wasm::Plugin> {
 fn send(inst: &mut Instance, value: &str) -> Result<Vec<Vec<u8>>, CallError> {
     let mut b = BatchBuilder::new("in", 0, 1, value.len());
     b.push(0, None, None, Some(value.as_bytes()), std::iter::empty());
+    let v = ValidatedResult::new(inst.process(b.batch())?, 1, 1);
+    let records = v.outcome(0).expect("the message was not rejected");
+    Ok(records
+        .map(|r| r.value.unwrap_or_default().to_vec())
+        .collect())
+}
+
+/// Sends one message with `value` at `offset`; returns the values emitted.
+fn send_at(inst: &mut Instance, offset: i64, value: &str) -> Result<Vec<Vec<u8>>, CallError> {
+    let mut b = BatchBuilder::new("in", 0, 1, value.len());
+    b.push(offset, None, None, Some(value.as_bytes()), std::iter::empty());
     let v = ValidatedResult::new(inst.process(b.batch())?, 1, 1);
     let records = v.outcome(0).expect("the message was not rejected");
     Ok(records
@@ -687,4 +699,401 @@ fn state_written_with_a_ttl_expires_on_the_host_clock() {
     assert_eq!(state.len("analytics"), 2, "the id has expired");
     assert_eq!(state.expired("analytics"), 1);
     assert_eq!(send(2), 2, "counted again once forgotten");
+}
+
+// --- Quotas on what a plugin holds in the host ---------------------------
+
+fn with_quotas(quotas: Quotas) -> StageContext {
+    StageContext {
+        quotas,
+        ..ctx("hostile", &["default"], "{}")
+    }
+}
+
+#[test]
+fn a_state_bomb_fails_as_state_limit_and_the_store_stays_under_the_quota() {
+    use weir::state::{StateStore, Usage};
+    let state = Arc::new(MemoryState::default());
+    let rt = runtime_with(state.clone(), Arc::new(Registry::default()));
+    let plugin = hostile(&rt);
+    let quota = 16 << 20;
+    let stage = with_quotas(Quotas {
+        state_max_bytes: quota,
+        ..Quotas::default()
+    });
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    // One call over the quota: refused as it writes, nothing applied.
+    let err = send(&mut inst, "state-bomb:32").unwrap_err();
+    assert_eq!(err.kind, CallErrorKind::StateLimit, "{err}");
+    assert_eq!(err.kind.as_str(), "state_limit");
+    assert!(err.message.contains("state_max_bytes of 16777216"), "{err}");
+    assert_eq!(state.usage("hostile"), Usage::default());
+
+    // Calls within it apply, until the stage as a whole would pass it.
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    let mut applied = 0;
+    for offset in 0..8 {
+        match send_at(&mut inst, offset, "state-bomb:4") {
+            Ok(_) => applied += 1,
+            Err(e) => {
+                assert_eq!(e.kind, CallErrorKind::StateLimit, "{e}");
+                inst = rt.instantiate(&plugin, &stage).unwrap();
+            }
+        }
+        let usage = state.usage("hostile");
+        assert!(usage.bytes <= quota as u64, "{usage:?}");
+    }
+    // 4 MiB of values plus their keys: three calls fit in 16 MiB, not four.
+    assert_eq!(applied, 3);
+    assert_eq!(state.usage("hostile").keys, 3 * 64);
+    // Other writes still go through while there is room.
+    assert_eq!(send(&mut inst, "small").unwrap(), vec![b"small".to_vec()]);
+
+    // The key quota, likewise.
+    let stage = with_quotas(Quotas {
+        state_max_keys: 3 * 64 + 100,
+        ..Quotas::default()
+    });
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    let err = send_at(&mut inst, 100, "state-bomb:8").unwrap_err();
+    assert_eq!(err.kind, CallErrorKind::StateLimit, "{err}");
+    assert!(err.message.contains("state_max_keys of 292"), "{err}");
+    assert_eq!(state.usage("hostile").keys, 3 * 64 + 1);
+}
+
+#[test]
+fn state_bombs_leave_the_host_rss_bounded() {
+    use weir::state::StateStore;
+    let state = Arc::new(MemoryState::default());
+    let rt = runtime_with(state.clone(), Arc::new(Registry::default()));
+    let plugin = hostile(&rt);
+    // The default quota, 64 MiB.
+    let stage = with_quotas(Quotas::default());
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    send(&mut inst, "warm-up").unwrap();
+    let start = rss();
+    let mut refused = 0;
+    // 8 MiB per call, 64 calls: 512 MiB if nothing stopped it.
+    for offset in 0..64 {
+        if let Err(e) = send_at(&mut inst, offset, "state-bomb:8") {
+            assert_eq!(e.kind, CallErrorKind::StateLimit, "{e}");
+            refused += 1;
+            inst = rt.instantiate(&plugin, &stage).unwrap();
+        }
+    }
+    assert!(refused >= 56, "{refused} of 64 refused");
+    let held = state.usage("hostile").bytes;
+    assert!(held <= 64 << 20, "{held} bytes held");
+    let growth = rss().saturating_sub(start);
+    assert!(growth < 200 << 20, "RSS grew by {} MiB", growth >> 20);
+}
+
+#[test]
+fn a_long_rejection_reason_is_cut() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    let mut inst = rt
+        .instantiate(&plugin, &ctx("hostile", &["default"], "{}"))
+        .unwrap();
+    let mut b = BatchBuilder::new("in", 0, 1, 32);
+    let value = format!("reason:{}", 2 << 20);
+    b.push(0, None, None, Some(value.as_bytes()), std::iter::empty());
+    let v = ValidatedResult::new(inst.process(b.batch()).unwrap(), 1, 1);
+    let reason = v.outcome(0).err().unwrap();
+    assert!(
+        reason.len() <= weir::wasm::MAX_REASON_BYTES + 32,
+        "{} bytes",
+        reason.len()
+    );
+    assert!(
+        reason.ends_with(&format!("… ({} bytes cut)", (2 << 20) - weir::wasm::MAX_REASON_BYTES)),
+        "{}",
+        &reason[reason.len() - 40..]
+    );
+}
+
+/// `GET /metrics` of an admin API over `metrics`.
+fn scrape(metrics: Arc<Registry>) -> String {
+    use tower::ServiceExt;
+    let router = weir::admin::router(weir::admin::AdminState::new(
+        "localhost:9092".into(),
+        false,
+        metrics,
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let request = axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    })
+}
+
+/// A strict reader of Prometheus' text format 0.0.4, as far as weir writes
+/// it: every line a comment (`# HELP`, `# TYPE`) or a sample, names and
+/// label names by the spec's rules, label values with only the three
+/// escapes, a family's samples together under at most one TYPE, no series
+/// twice. Returns the samples: (name, labels, value).
+mod exposition {
+    use std::collections::{BTreeMap, HashSet};
+
+    pub type Sample = (String, BTreeMap<String, String>, f64);
+
+    fn name_ok(name: &str, colon: bool) -> bool {
+        let mut chars = name.chars();
+        let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':');
+        chars
+            .next()
+            .is_some_and(|c| ok(c) && !c.is_ascii_digit())
+            && chars.all(ok)
+    }
+
+    fn family(name: &str, types: &BTreeMap<String, String>) -> String {
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix)
+                && types.get(base).is_some_and(|t| t == "histogram")
+            {
+                return base.to_string();
+            }
+        }
+        name.to_string()
+    }
+
+    pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
+        let mut types = BTreeMap::new();
+        let mut closed = HashSet::new();
+        let mut current: Option<String> = None;
+        let mut seen = HashSet::new();
+        let mut samples = Vec::new();
+        let mut enter = |fam: &str, current: &mut Option<String>| -> Result<(), String> {
+            if current.as_deref() != Some(fam) {
+                if let Some(prev) = current.take() {
+                    closed.insert(prev);
+                }
+                if closed.contains(fam) {
+                    return Err(format!("family {fam} is split"));
+                }
+                *current = Some(fam.to_string());
+            }
+            Ok(())
+        };
+        for (n, line) in text.lines().enumerate() {
+            let at = |e: String| format!("line {}: {e}: {line:?}", n + 1);
+            if let Some(comment) = line.strip_prefix('#') {
+                let mut parts = comment.trim_start().splitn(3, ' ');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some("TYPE"), Some(name), Some(kind)) => {
+                        if !name_ok(name, true) {
+                            return Err(at("bad name".into()));
+                        }
+                        if !["counter", "gauge", "histogram", "summary", "untyped"]
+                            .contains(&kind)
+                        {
+                            return Err(at("bad type".into()));
+                        }
+                        if types.insert(name.to_string(), kind.to_string()).is_some() {
+                            return Err(at("second TYPE".into()));
+                        }
+                        enter(name, &mut current).map_err(at)?;
+                    }
+                    (Some("HELP"), Some(name), _) => {
+                        if !name_ok(name, true) {
+                            return Err(at("bad name".into()));
+                        }
+                        enter(name, &mut current).map_err(at)?;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            if line.is_empty() {
+                return Err(at("empty line".into()));
+            }
+            let name_end = line.find(['{', ' ']).ok_or_else(|| at("no value".into()))?;
+            let name = &line[..name_end];
+            if !name_ok(name, true) {
+                return Err(at("bad metric name".into()));
+            }
+            let mut rest = &line[name_end..];
+            let mut labels = BTreeMap::new();
+            if let Some(after) = rest.strip_prefix('{') {
+                rest = after;
+                loop {
+                    if let Some(after) = rest.strip_prefix('}') {
+                        rest = after;
+                        break;
+                    }
+                    let eq = rest.find('=').ok_or_else(|| at("label without =".into()))?;
+                    let label = &rest[..eq];
+                    if !name_ok(label, false) || label.starts_with("__") {
+                        return Err(at(format!("bad label name {label:?}")));
+                    }
+                    rest = rest[eq + 1..]
+                        .strip_prefix('"')
+                        .ok_or_else(|| at("unquoted value".into()))?;
+                    let mut value = String::new();
+                    let mut chars = rest.char_indices();
+                    let end = loop {
+                        match chars.next() {
+                            None => return Err(at("unterminated value".into())),
+                            Some((i, '"')) => break i,
+                            Some((_, '\\')) => match chars.next() {
+                                Some((_, '\\')) => value.push('\\'),
+                                Some((_, '"')) => value.push('"'),
+                                Some((_, 'n')) => value.push('\n'),
+                                other => return Err(at(format!("bad escape {other:?}"))),
+                            },
+                            Some((_, '\n')) => return Err(at("raw newline".into())),
+                            Some((_, c)) => value.push(c),
+                        }
+                    };
+                    if labels.insert(label.to_string(), value).is_some() {
+                        return Err(at(format!("label {label} twice")));
+                    }
+                    rest = &rest[end + 1..];
+                    rest = rest.strip_prefix(',').unwrap_or(rest);
+                }
+            }
+            let mut fields = rest
+                .strip_prefix(' ')
+                .ok_or_else(|| at("no space before the value".into()))?
+                .split(' ');
+            let value = match fields.next().unwrap_or_default() {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                "NaN" => f64::NAN,
+                // Rust also reads `inf` and `nan`, which Prometheus does not.
+                v if v.chars().all(|c| c.is_ascii_digit() || ".eE+-".contains(c)) => {
+                    v.parse().map_err(|_| at(format!("bad value {v:?}")))?
+                }
+                v => return Err(at(format!("bad value {v:?}"))),
+            };
+            if let Some(ts) = fields.next()
+                && ts.parse::<i64>().is_err()
+            {
+                return Err(at("bad timestamp".into()));
+            }
+            if fields.next().is_some() {
+                return Err(at("trailing fields".into()));
+            }
+            let fam = family(name, &types);
+            enter(&fam, &mut current).map_err(at)?;
+            if !seen.insert((name.to_string(), labels.clone())) {
+                return Err(at("series twice".into()));
+            }
+            samples.push((name.to_string(), labels, value));
+        }
+        Ok(samples)
+    }
+
+    #[test]
+    fn the_reader_refuses_what_scrapers_refuse() {
+        assert!(parse("a{stage=\"x\"} 1\n").is_ok());
+        for bad in [
+            "a{9x=\"1\"} 1",
+            "a{=\"1\"} 1",
+            "a{__x=\"1\"} 1",
+            "a{b=\"1\",b=\"2\"} 1",
+            "a{b=\"\\q\"} 1",
+            "a inf",
+            "a 1\nb 1\na{x=\"1\"} 1",
+            "# TYPE a gauge\n# TYPE a gauge",
+            "a 1\na 1",
+            "9a 1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[test]
+fn metric_series_are_capped_and_metrics_still_parse() {
+    let metrics = Arc::new(Registry::default());
+    let rt = runtime_with(Arc::new(MemoryState::default()), metrics.clone());
+    let plugin = hostile(&rt);
+    let mut inst = rt
+        .instantiate(&plugin, &ctx("hostile", &["default"], "{}"))
+        .unwrap();
+    let warned = capture::events(|events| {
+        assert_eq!(reply(&mut inst, "labels:10000"), "labelled 10000");
+        assert_eq!(reply(&mut inst, "labels:10"), "labelled 10");
+        events
+            .take()
+            .into_iter()
+            .filter(|e| e.field("stage") == Some("hostile") && e.field("reason").is_some())
+            .count()
+    });
+    // Once for the limit and once for the invalid names, however often.
+    assert_eq!(warned, 2);
+    let series = metrics.plugin_metrics();
+    assert_eq!(series.len(), Quotas::default().max_metric_series);
+    let stage = metrics.stage("hostile").snapshot();
+    // 9,000 series past the limit, then 3 invalid label names and an
+    // invalid metric name, twice (the known series of the second call
+    // update).
+    assert_eq!(stage.metric_series_dropped, 9_000 + 2 * 4);
+
+    let text = scrape(metrics);
+    let samples = exposition::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let labelled: Vec<_> = samples
+        .iter()
+        .filter(|(name, _, _)| name == "weir_plugin_labelled")
+        .collect();
+    assert_eq!(labelled.len(), 1_000);
+    for (_, labels, _) in &labelled {
+        assert_eq!(labels["stage"], "hostile");
+        assert_eq!(labels["text"], "a\\b\"c\nd", "escaped and read back");
+    }
+    assert!(
+        samples.iter().any(|(name, labels, value)| name
+            == "weir_stage_metric_series_dropped_total"
+            && labels["stage"] == "hostile"
+            && *value == 9_008.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_log_import_is_rate_limited_and_cut() {
+    capture::events(|events| {
+        let rt = runtime(None);
+        let plugin = hostile(&rt);
+        let mut inst = rt
+            .instantiate(&plugin, &ctx("logger", &["default"], "{}"))
+            .unwrap();
+        events.take();
+        let start = std::time::Instant::now();
+        assert_eq!(reply(&mut inst, "log-flood:1000"), "logged 1000");
+        let refill = (start.elapsed().as_secs_f64() * 100.0) as usize;
+        let logged = events.take();
+        let lines: Vec<_> = logged
+            .iter()
+            .filter(|e| e.field("stage") == Some("logger") && e.field("dropped").is_none())
+            .collect();
+        let n = lines.len();
+        assert!(n >= 100 && n <= 101 + refill, "{n} log lines");
+        assert_eq!(inst.stdio_lines_dropped() as usize, 1000 - n);
+        // The first message, 10,000 bytes, is cut at 4 KiB.
+        let first = lines[0];
+        assert_eq!(first.field("message").map(str::len), Some(4096));
+        assert_eq!(first.field("truncated"), Some("true"));
+        assert_eq!(first.field("partition"), Some("0"));
+        assert_eq!(lines[1].field("message"), Some("flood 1"));
+        drop(inst);
+        let summarised: u64 = logged
+            .iter()
+            .chain(&events.take())
+            .filter(|e| e.field("stream") == Some("log"))
+            .filter_map(|e| e.field("dropped")?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(summarised as usize, 1000 - n);
+    });
 }

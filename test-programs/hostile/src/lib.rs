@@ -17,6 +17,10 @@
 //! | `big:N`      | emits one record of N bytes |
 //! | `many:N`     | emits N records (`0`, `1`, ...) |
 //! | `count:K`    | adds 1 to counter `count/K` in keyed state; emits `K=<count>` (state across instances and plugin swaps) |
+//! | `state-bomb:N` | writes N MiB of keyed state in one call, 64 KiB values under distinct keys (`bomb/<offset>/<i>`); emits `bombed N` |
+//! | `labels:N`   | sets gauge `labelled` with N distinct label sets (`i` = 0..N, plus `text` with a backslash, a quote and a newline), then with the invalid label names `stage`, `9x` and ``, and counter `bad-name`; emits `labelled N` |
+//! | `log-flood:N` | calls the `log` import N times at info level (`flood i`), the first message 10,000 bytes long; emits `logged N` |
+//! | `reason:N`   | rejects the message with a reason of N bytes |
 //!
 //! Every emitted record goes to the `default` output.
 
@@ -24,7 +28,9 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use weir_plugin::{Emitter, InitContext, Message, OutputId, Processor, export_processor, state};
+use weir_plugin::{
+    Emitter, InitContext, Message, OutputId, Processor, export_processor, log, metrics, state,
+};
 
 pub struct Hostile {
     out: OutputId,
@@ -125,6 +131,37 @@ fn print(n: usize) -> String {
     format!("printed {n}")
 }
 
+fn state_bomb(offset: i64, mib: usize) -> String {
+    let value = vec![0xabu8; 64 << 10];
+    for i in 0..mib * 16 {
+        state::set(format!("bomb/{offset}/{i}").as_bytes(), &value);
+    }
+    format!("bombed {mib}")
+}
+
+fn labels(n: usize) -> String {
+    for i in 0..n {
+        let i = i.to_string();
+        metrics::gauge_set("labelled", &[("i", &i), ("text", "a\\b\"c\nd")], 1.0);
+    }
+    for bad in ["stage", "9x", ""] {
+        metrics::gauge_set("labelled", &[(bad, "x")], 1.0);
+    }
+    metrics::counter_add("bad-name", &[], 1);
+    format!("labelled {n}")
+}
+
+fn log_flood(n: usize) -> String {
+    for i in 0..n {
+        if i == 0 {
+            log::info(&"L".repeat(10_000));
+        } else {
+            log::info(&format!("flood {i}"));
+        }
+    }
+    format!("logged {n}")
+}
+
 impl Processor for Hostile {
     fn init(ctx: &InitContext) -> Result<Self, String> {
         Ok(Hostile {
@@ -163,6 +200,16 @@ impl Processor for Hostile {
                     + 1;
                 state::set(key.as_bytes(), &n.to_le_bytes());
                 format!("{}={n}", &value[6..])
+            }
+            _ if value.starts_with("state-bomb:") => {
+                state_bomb(msg.offset(), arg(value, "state-bomb:").ok_or("bad state-bomb:N")?)
+            }
+            _ if value.starts_with("labels:") => labels(arg(value, "labels:").ok_or("bad labels:N")?),
+            _ if value.starts_with("log-flood:") => {
+                log_flood(arg(value, "log-flood:").ok_or("bad log-flood:N")?)
+            }
+            _ if value.starts_with("reason:") => {
+                return Err("r".repeat(arg(value, "reason:").ok_or("bad reason:N")?));
             }
             _ if value.starts_with("many:") => {
                 let n = arg(value, "many:").ok_or("bad many:N")?;
