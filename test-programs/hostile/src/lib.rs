@@ -18,7 +18,7 @@
 //! | `many:N`     | emits N records (`0`, `1`, ...) |
 //! | `count:K`    | adds 1 to counter `count/K` in keyed state; emits `K=<count>` (state across instances and plugin swaps) |
 //! | `state-bomb:N` | writes N MiB of keyed state in one call, 64 KiB values under distinct keys (`bomb/<offset>/<i>`); emits `bombed N` |
-//! | `labels:N`   | sets gauge `labelled` with N distinct label sets (`i` = 0..N, plus `text` with a backslash, a quote and a newline), then with the invalid label names `stage`, `9x` and ``, and counter `bad-name`; emits `labelled N` |
+//! | `labels:N`   | sets gauge `labelled` with the invalid label names `stage`, `9x` and ``, and counter `bad-name`, then gauge `labelled` with N distinct label sets (`i` = 0..N, plus `text` with a backslash, a quote and a newline); emits `labelled N` |
 //! | `log-flood:N` | calls the `log` import N times at info level (`flood i`), the first message 10,000 bytes long; emits `logged N` |
 //! | `reason:N`   | rejects the message with a reason of N bytes |
 //!
@@ -140,14 +140,15 @@ fn state_bomb(offset: i64, mib: usize) -> String {
 }
 
 fn labels(n: usize) -> String {
-    for i in 0..n {
-        let i = i.to_string();
-        metrics::gauge_set("labelled", &[("i", &i), ("text", "a\\b\"c\nd")], 1.0);
-    }
+    // The invalid ones first, while the stage still has room for series.
     for bad in ["stage", "9x", ""] {
         metrics::gauge_set("labelled", &[(bad, "x")], 1.0);
     }
     metrics::counter_add("bad-name", &[], 1);
+    for i in 0..n {
+        let i = i.to_string();
+        metrics::gauge_set("labelled", &[("i", &i), ("text", "a\\b\"c\nd")], 1.0);
+    }
     format!("labelled {n}")
 }
 
