@@ -58,11 +58,15 @@ struct Run {
 }
 
 async fn start(on_error: &str) -> Run {
+    start_toml(&pipeline_toml(on_error)).await
+}
+
+async fn start_toml(toml: &str) -> Run {
     init_tracing();
     let prefix = unique_prefix("sandbox");
     let group = unique_prefix("group");
     let config = pipeline(
-        &pipeline_toml(on_error),
+        toml,
         &[
             ("KAFKA_BOOTSTRAP_SERVERS", &bootstrap()),
             ("KAFKA_TOPIC_PREFIX", &prefix),
@@ -206,4 +210,77 @@ async fn on_error_skip_drops_the_message_and_halt_stops_before_it() {
     assert_eq!(committed, 10);
     assert_eq!(values(&halt.out).len(), 10);
     assert!(values(&halt.dlq).is_empty());
+}
+
+/// The resident set of this process, in which weir runs, bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib << 10
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_bomb_is_dead_lettered_as_state_limit_and_rss_stays_bounded() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    // The default state quota, 64 MiB; a deadline that a call writing
+    // 8 MiB of state meets on a busy machine.
+    let toml = pipeline_toml("dead_letter").replace("timeout_ms = 100", "timeout_ms = 5000");
+    let run = start_toml(&toml).await;
+    let before = rss();
+    let peak = Arc::new(AtomicU64::new(before));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // 8 MiB of keyed state per bomb, 64 bombs: 512 MiB without a quota.
+    // Good messages share the bombs' partition and go around them.
+    let mut records = Vec::new();
+    for i in 0..64 {
+        records.push(("bomb".to_string(), b"state-bomb:8".to_vec()));
+        records.push(("bomb".to_string(), format!("good-bomb-{i}").into_bytes()));
+        records.push(("other".to_string(), format!("good-other-{i}").into_bytes()));
+    }
+    produce(&run.input, &records).await;
+    settled(&run.group, &[&run.input], SETTLE).await;
+    done.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+
+    let out = values(&run.out);
+    let good = out.iter().filter(|v| v.starts_with("good-")).count();
+    assert_eq!(good, 128, "every good message flowed");
+    let applied = out.iter().filter(|v| *v == "bombed 8").count();
+    // Seven bombs of 8 MiB and their keys fit in 64 MiB; the eighth does not.
+    assert_eq!(applied, 7, "{out:?}");
+    let dead = read_all(&run.dlq);
+    assert_eq!(dead.len(), 64 - applied);
+    for m in &dead {
+        assert_eq!(m.payload(), Some(&b"state-bomb:8"[..]));
+        assert_eq!(header(m, "weir.error.kind"), Some("state_limit"));
+        let reason = header(m, "weir.error").unwrap_or_default();
+        assert!(reason.contains("state_max_bytes of 67108864"), "{reason}");
+    }
+
+    let peak = peak.load(Ordering::Relaxed);
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "state bomb: RSS {} MiB before, peak {} MiB (+{} MiB)",
+        before >> 20,
+        peak >> 20,
+        growth >> 20
+    );
+    // 64 MiB of state and one call's 8 MiB buffer, with room for the
+    // allocator and the other tests of this binary.
+    assert!(growth < 256 << 20, "RSS grew by {} MiB", growth >> 20);
+    run.weir.stop().await.expect("clean shutdown");
 }
