@@ -319,4 +319,47 @@ mod tests {
         assert!(text.contains("weir_stage_batch_duration_seconds_sum{stage=\"deg\"} 20.0003\n"));
         assert!(text.contains("weir_stage_batch_duration_seconds_count{stage=\"deg\"} 2\n"));
     }
+
+    #[test]
+    fn plugin_families_are_grouped_escaped_and_spelled_for_scrapers() {
+        let r = Registry::default();
+        let key = |stage: &str, name: &str, labels: &[(&str, &str)]| PluginMetricKey {
+            stage: stage.into(),
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        r.counter_add(key("a", "x", &[]), 1);
+        r.counter_add(key("a", "y", &[]), 1);
+        r.counter_add(key("b", "x", &[("v", "back\\slash \"quote\" new\nline")]), 2);
+        r.gauge_set(key("b", "inf", &[]), f64::INFINITY);
+        r.gauge_set(key("c", "inf", &[]), f64::NAN);
+        r.gauge_set(key("c", "x", &[]), -1.5);
+        // Refused: the host's own label, and a name scrapers reject.
+        r.counter_add(key("a", "z", &[("stage", "spoof")]), 1);
+        r.counter_add(key("a", "z", &[("9x", "1")]), 1);
+        let text = render(&r, &r.stages(), &[]);
+        let plugin: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("weir_plugin_"))
+            .collect();
+        assert_eq!(
+            plugin,
+            [
+                "# TYPE weir_plugin_inf gauge",
+                "weir_plugin_inf{stage=\"b\"} +Inf",
+                "weir_plugin_inf{stage=\"c\"} NaN",
+                "# TYPE weir_plugin_x untyped",
+                "weir_plugin_x{stage=\"a\"} 1",
+                "weir_plugin_x{stage=\"b\",v=\"back\\\\slash \\\"quote\\\" new\\nline\"} 2",
+                "weir_plugin_x{stage=\"c\"} -1.5",
+                "# TYPE weir_plugin_y counter",
+                "weir_plugin_y{stage=\"a\"} 1",
+            ],
+            "{text}"
+        );
+        assert!(text.contains("weir_stage_metric_series_dropped_total{stage=\"a\"} 2\n"));
+    }
 }

@@ -235,6 +235,23 @@ fn defaults() {
 }
 
 #[test]
+fn quotas_default_and_may_be_set_or_zero() {
+    let limits = &parse_ok(MINIMAL, &no_env()).stages[0].limits;
+    assert_eq!(limits.state_max_bytes, 64 << 20);
+    assert_eq!(limits.state_max_keys, 1_000_000);
+    assert_eq!(limits.max_metric_series, 1_000);
+
+    let source = format!(
+        "{MINIMAL}\n[stage.limits]\nstate_max_bytes = 1048576\nstate_max_keys = 0\nmax_metric_series = 5\n"
+    );
+    let limits = &parse_ok(&source, &no_env()).stages[0].limits;
+    assert_eq!(limits.state_max_bytes, 1 << 20);
+    assert_eq!(limits.state_max_keys, 0, "a stage that must keep no state");
+    assert_eq!(limits.max_metric_series, 5);
+    assert_eq!(limits.memory_bytes, Limits::default().memory_bytes);
+}
+
+#[test]
 fn environment_overrides_the_file() {
     let vars = env(&[
         ("KAFKA_BOOTSTRAP_SERVERS", "broker:9092"),
