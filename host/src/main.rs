@@ -114,12 +114,16 @@ fn describe_limits(stage: &config::StageConfig) -> String {
     let l = &stage.limits;
     format!(
         "limits: memory {} MiB, {} ms per call, messages up to {} bytes, up to {} records \
-         and {} bytes out per message; on_error = {}",
+         and {} bytes out per message, keyed state up to {} bytes and {} keys, {} metric \
+         series; on_error = {}",
         l.memory_bytes >> 20,
         l.timeout.as_millis(),
         l.max_payload_bytes,
         l.max_outputs_per_message,
         l.max_output_bytes_per_message,
+        l.state_max_bytes,
+        l.state_max_keys,
+        l.max_metric_series,
         stage.on_error.as_str()
     )
 }
