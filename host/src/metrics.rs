@@ -261,7 +261,9 @@ pub const MAX_LABELS: usize = 16;
 /// Why a plugin's metric update was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetricRejection {
-    #[error("invalid metric name {0:?}: it must match [a-zA-Z_][a-zA-Z0-9_]* (at most {MAX_NAME_BYTES} bytes)")]
+    #[error(
+        "invalid metric name {0:?}: it must match [a-zA-Z_][a-zA-Z0-9_]* (at most {MAX_NAME_BYTES} bytes)"
+    )]
     Name(String),
     #[error(
         "invalid label name {0:?}: it must match [a-zA-Z_][a-zA-Z0-9_]* (at most {MAX_NAME_BYTES} bytes), \
@@ -334,6 +336,9 @@ fn cut(name: &str) -> String {
     }
     name[..end].to_string()
 }
+
+/// A series' labels, sorted by name.
+type Labels = Vec<(String, String)>;
 
 /// The series of one metric name.
 #[derive(Debug)]
@@ -452,7 +457,7 @@ impl PluginSeries {
     }
 
     /// `(name, labels, value)` of every series, sorted.
-    fn snapshot(&self) -> Vec<(String, Vec<(String, String)>, PluginMetricValue)> {
+    fn snapshot(&self) -> Vec<(String, Labels, PluginMetricValue)> {
         let inner = self.lock();
         inner
             .families
@@ -643,7 +648,10 @@ mod tests {
             ("ok", labels(&[("9x", "x")])),
             ("ok", labels(&[("", "x")])),
             ("ok", labels(&[("a", "1"), ("a", "2")])),
-            ("ok", labels(&[("a", &"v".repeat(MAX_LABEL_VALUE_BYTES + 1))])),
+            (
+                "ok",
+                labels(&[("a", &"v".repeat(MAX_LABEL_VALUE_BYTES + 1))]),
+            ),
         ];
         for (name, l) in bad {
             assert!(s.counter_add("st", name.into(), l, 1).is_err(), "{name}");

@@ -456,12 +456,24 @@ mod tests {
         s.set(&p0, b"k1", b"12345", None);
         s.set(&p1, b"k1", b"1", None);
         s.set(&scope("b", 0), b"other", b"stage", None);
-        assert_eq!(s.usage("a"), Usage { bytes: 7 + 3, keys: 2 });
+        assert_eq!(
+            s.usage("a"),
+            Usage {
+                bytes: 7 + 3,
+                keys: 2
+            }
+        );
         assert_eq!(s.stored_size(&p0, b"k1"), Some(7));
         assert_eq!(s.stored_size(&p0, b"nope"), None);
         // An overwrite counts the new value only.
         s.set(&p0, b"k1", b"1234567890", None);
-        assert_eq!(s.usage("a"), Usage { bytes: 12 + 3, keys: 2 });
+        assert_eq!(
+            s.usage("a"),
+            Usage {
+                bytes: 12 + 3,
+                keys: 2
+            }
+        );
         s.delete(&p1, b"k1");
         s.delete(&p1, b"k1");
         assert_eq!(s.usage("a"), Usage { bytes: 12, keys: 1 });

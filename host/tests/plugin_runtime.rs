@@ -242,7 +242,13 @@ fn send(inst: &mut Instance, value: &str) -> Result<Vec<Vec<u8>>, CallError> {
 /// Sends one message with `value` at `offset`; returns the values emitted.
 fn send_at(inst: &mut Instance, offset: i64, value: &str) -> Result<Vec<Vec<u8>>, CallError> {
     let mut b = BatchBuilder::new("in", 0, 1, value.len());
-    b.push(offset, None, None, Some(value.as_bytes()), std::iter::empty());
+    b.push(
+        offset,
+        None,
+        None,
+        Some(value.as_bytes()),
+        std::iter::empty(),
+    );
     let v = ValidatedResult::new(inst.process(b.batch())?, 1, 1);
     let records = v.outcome(0).expect("the message was not rejected");
     Ok(records
@@ -806,7 +812,10 @@ fn a_long_rejection_reason_is_cut() {
         reason.len()
     );
     assert!(
-        reason.ends_with(&format!("… ({} bytes cut)", (2 << 20) - weir::wasm::MAX_REASON_BYTES)),
+        reason.ends_with(&format!(
+            "… ({} bytes cut)",
+            (2 << 20) - weir::wasm::MAX_REASON_BYTES
+        )),
         "{}",
         &reason[reason.len() - 40..]
     );
@@ -850,10 +859,7 @@ mod exposition {
     fn name_ok(name: &str, colon: bool) -> bool {
         let mut chars = name.chars();
         let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':');
-        chars
-            .next()
-            .is_some_and(|c| ok(c) && !c.is_ascii_digit())
-            && chars.all(ok)
+        chars.next().is_some_and(|c| ok(c) && !c.is_ascii_digit()) && chars.all(ok)
     }
 
     fn family(name: &str, types: &BTreeMap<String, String>) -> String {
@@ -894,8 +900,7 @@ mod exposition {
                         if !name_ok(name, true) {
                             return Err(at("bad name".into()));
                         }
-                        if !["counter", "gauge", "histogram", "summary", "untyped"]
-                            .contains(&kind)
+                        if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind)
                         {
                             return Err(at("bad type".into()));
                         }

@@ -333,7 +333,10 @@ mod tests {
         };
         r.counter_add(key("a", "x", &[]), 1);
         r.counter_add(key("a", "y", &[]), 1);
-        r.counter_add(key("b", "x", &[("v", "back\\slash \"quote\" new\nline")]), 2);
+        r.counter_add(
+            key("b", "x", &[("v", "back\\slash \"quote\" new\nline")]),
+            2,
+        );
         r.gauge_set(key("b", "inf", &[]), f64::INFINITY);
         r.gauge_set(key("c", "inf", &[]), f64::NAN);
         r.gauge_set(key("c", "x", &[]), -1.5);

@@ -104,12 +104,19 @@ mod tests {
         let capped = cap_reason(&r);
         assert_eq!(
             capped,
-            format!("{}… ({} bytes cut)", "x".repeat(MAX_REASON_BYTES), (2 << 20) - MAX_REASON_BYTES)
+            format!(
+                "{}… ({} bytes cut)",
+                "x".repeat(MAX_REASON_BYTES),
+                (2 << 20) - MAX_REASON_BYTES
+            )
         );
         // A two-byte char straddling the cut is dropped whole.
         let r = format!("{}é{}", "a".repeat(MAX_REASON_BYTES - 1), "b".repeat(10));
         let capped = cap_reason(&r);
-        assert!(capped.starts_with(&"a".repeat(MAX_REASON_BYTES - 1)), "{capped}");
+        assert!(
+            capped.starts_with(&"a".repeat(MAX_REASON_BYTES - 1)),
+            "{capped}"
+        );
         assert!(capped.ends_with("… (12 bytes cut)"), "{capped}");
         assert!(!capped.contains('é'));
     }

@@ -231,7 +231,12 @@ impl state::Host for HostState {
 impl HostState {
     /// A write past the stage's quota traps the call, so the message fails
     /// as `state_limit` and none of the call's writes is applied.
-    fn write(&mut self, key: Vec<u8>, value: Vec<u8>, ttl: Option<Duration>) -> wasmtime::Result<()> {
+    fn write(
+        &mut self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> wasmtime::Result<()> {
         if !self.in_call {
             let before = self.state.usage(&self.scope.stage);
             let replaced = self.state.stored_size(&self.scope, &key);
@@ -334,8 +339,17 @@ mod tests {
         assert_eq!(b.get(b"k2"), Some(None));
         assert_eq!(b.get(b"k1").map(|v| v.map(<[u8]>::len)), Some(Some(18)));
         assert_eq!(b.get(b"k3"), None);
-        let before = Usage { bytes: 100, keys: 5 };
-        assert_eq!(b.projected(before), Usage { bytes: 120, keys: 6 });
+        let before = Usage {
+            bytes: 100,
+            keys: 5,
+        };
+        assert_eq!(
+            b.projected(before),
+            Usage {
+                bytes: 120,
+                keys: 6
+            }
+        );
         // k1 replaces a stored entry of 50 bytes; k2 deletes one of 10.
         b.look_up(|k| match k {
             b"k1" => Some(50),
@@ -355,8 +369,24 @@ mod tests {
     #[test]
     fn usage_past_either_quota_is_refused() {
         let q = quotas(100, 3);
-        assert!(check(Usage { bytes: 100, keys: 3 }, &q).is_ok());
-        let e = check(Usage { bytes: 101, keys: 1 }, &q).unwrap_err();
+        assert!(
+            check(
+                Usage {
+                    bytes: 100,
+                    keys: 3
+                },
+                &q
+            )
+            .is_ok()
+        );
+        let e = check(
+            Usage {
+                bytes: 101,
+                keys: 1,
+            },
+            &q,
+        )
+        .unwrap_err();
         assert_eq!((e.what, e.would, e.limit), ("bytes", 101, 100));
         let e = check(Usage { bytes: 1, keys: 4 }, &q).unwrap_err();
         assert_eq!((e.what, e.would, e.limit), ("keys", 4, 3));

@@ -109,17 +109,16 @@ impl Instance {
 fn classify(host: &HostState, error: wasmtime::Error) -> CallError {
     // The limiter turns a refused growth into a trap and remembers it, so
     // a memory error is known without reading the error's text.
-    let kind = if host.state_refused.is_some()
-        || error.downcast_ref::<StateLimitExceeded>().is_some()
-    {
-        CallErrorKind::StateLimit
-    } else if host.limiter.refused() || error.downcast_ref::<MemoryLimitExceeded>().is_some() {
-        CallErrorKind::Memory
-    } else if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
-        CallErrorKind::Timeout
-    } else {
-        CallErrorKind::Trap
-    };
+    let kind =
+        if host.state_refused.is_some() || error.downcast_ref::<StateLimitExceeded>().is_some() {
+            CallErrorKind::StateLimit
+        } else if host.limiter.refused() || error.downcast_ref::<MemoryLimitExceeded>().is_some() {
+            CallErrorKind::Memory
+        } else if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+            CallErrorKind::Timeout
+        } else {
+            CallErrorKind::Trap
+        };
     CallError {
         stage: host.scope.stage.to_string(),
         kind,

@@ -202,10 +202,13 @@ impl Processor for Hostile {
                 state::set(key.as_bytes(), &n.to_le_bytes());
                 format!("{}={n}", &value[6..])
             }
-            _ if value.starts_with("state-bomb:") => {
-                state_bomb(msg.offset(), arg(value, "state-bomb:").ok_or("bad state-bomb:N")?)
+            _ if value.starts_with("state-bomb:") => state_bomb(
+                msg.offset(),
+                arg(value, "state-bomb:").ok_or("bad state-bomb:N")?,
+            ),
+            _ if value.starts_with("labels:") => {
+                labels(arg(value, "labels:").ok_or("bad labels:N")?)
             }
-            _ if value.starts_with("labels:") => labels(arg(value, "labels:").ok_or("bad labels:N")?),
             _ if value.starts_with("log-flood:") => {
                 log_flood(arg(value, "log-flood:").ok_or("bad log-flood:N")?)
             }
