@@ -64,27 +64,25 @@ impl Buffer {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Option<Pending>) {
-        let size = value.as_ref().map(|(v, _)| key.len() + v.len());
-        if let Some(size) = size {
-            self.added.bytes += size as u64;
+        use std::collections::hash_map::Entry;
+        let key_len = key.len();
+        if let Some((v, _)) = &value {
+            self.added.bytes += (key_len + v.len()) as u64;
             self.added.keys += 1;
         }
-        match self.writes.get_mut(&key) {
-            Some(w) => {
-                if let Some((old, _)) = &w.value {
-                    self.added.bytes -= (key.len() + old.len()) as u64;
+        match self.writes.entry(key) {
+            Entry::Occupied(mut w) => {
+                if let Some((old, _)) = &w.get().value {
+                    self.added.bytes -= (key_len + old.len()) as u64;
                     self.added.keys -= 1;
                 }
-                w.value = value;
+                w.get_mut().value = value;
             }
-            None => {
-                self.writes.insert(
-                    key,
-                    Write {
-                        value,
-                        replaces: None,
-                    },
-                );
+            Entry::Vacant(slot) => {
+                slot.insert(Write {
+                    value,
+                    replaces: None,
+                });
             }
         }
     }

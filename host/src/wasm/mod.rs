@@ -13,6 +13,12 @@
 //!   ([`Instance::memory_high_water`]).
 //! - Each call has a deadline, enforced by epoch interruption in wasm code
 //!   and by bounding the timers it waits on in host calls.
+//! - What it keeps in the host is bounded too ([`Quotas`]): its stage's
+//!   keyed state (a write past the quota traps the call, which fails as
+//!   [`CallErrorKind::StateLimit`]), its metric series (see
+//!   [`crate::metrics::PluginSeries`]), and its `log` messages, rate limited
+//!   with stdout and stderr. Rejection reasons and trap messages are cut at
+//!   [`MAX_REASON_BYTES`].
 
 pub mod batch;
 mod bindings;
