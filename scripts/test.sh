@@ -54,6 +54,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 bootstrap=$("$root/scripts/kafka.sh" start "$kafka_dir" | tail -n1)
 echo "broker at $bootstrap" >&2
+# The broker-pause test freezes the broker's JVM by its pid.
+export WEIR_TEST_KAFKA_PID="$(cat "$kafka_dir/pid")"
 
 step "cargo test --workspace"
 WEIR_TEST_KAFKA_BOOTSTRAP="$bootstrap" cargo test --workspace --locked "$@"

@@ -89,6 +89,10 @@ pub struct RunOptions {
     /// A generator to start with the pipeline.
     pub generator: Option<StartRequest>,
     pub reload: ReloadHandle,
+    /// On stop, how long stages wait for the broker to acknowledge what is
+    /// in flight; what is not acknowledged by then is consumed again after
+    /// a restart.
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Default for RunOptions {
@@ -100,6 +104,7 @@ impl Default for RunOptions {
             admin_token: None,
             autostart: true,
             generator: None,
+            drain_timeout: crate::topology::DEFAULT_DRAIN_TIMEOUT,
             reload: ReloadHandle::default(),
         }
     }
@@ -329,6 +334,10 @@ pub async fn run(
         metrics.clone(),
     )?);
     let stage_control = Arc::new(StageControl::default());
+    stage_control.drain_timeout_ms.store(
+        (options.drain_timeout.as_millis() as u64).max(1),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // Either `[admin].autostart = false` or `--no-autostart` starts paused.
     let autostart = options.autostart && config.admin.autostart;
     stage_control

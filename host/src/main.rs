@@ -43,6 +43,12 @@ enum Command {
         /// with a real broker it is off unless `--generator-rate` is given).
         #[arg(long, value_name = "PER_SEC")]
         generator_rate: Option<f64>,
+        /// On Ctrl-C or SIGTERM, how long to wait for the broker to
+        /// acknowledge what is in flight before exiting; the rest is
+        /// consumed again after a restart. Keep it under the stop grace
+        /// period of whatever runs weir.
+        #[arg(long, value_name = "MS", default_value_t = 8000)]
+        drain_timeout_ms: u64,
     },
 }
 
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
             no_watch,
             no_autostart,
             generator_rate,
+            drain_timeout_ms,
         } => run(
             &path,
             admin_listen,
@@ -71,6 +78,7 @@ fn main() -> ExitCode {
                 watch: !no_watch,
                 autostart: !no_autostart,
                 generator_rate,
+                drain_timeout: std::time::Duration::from_millis(drain_timeout_ms),
             },
         ),
     };
@@ -154,6 +162,7 @@ struct RunFlags {
     watch: bool,
     autostart: bool,
     generator_rate: Option<f64>,
+    drain_timeout: std::time::Duration,
 }
 
 /// The first run shows life: on the embedded broker the F1 generator
@@ -214,6 +223,7 @@ fn run(
             .ok()
             .filter(|t| !t.is_empty()),
         reload: weir::app::ReloadHandle::default(),
+        drain_timeout: flags.drain_timeout,
     };
     #[cfg(unix)]
     rt.spawn(reload_on_sighup(options.reload.clone()));

@@ -23,6 +23,9 @@ pub struct StageMetrics {
     pub instance_restarts: AtomicU64,
     /// Failed messages dropped by `on_error = "skip"`.
     pub skipped: AtomicU64,
+    /// Dead letters sent without their value, which was too large to
+    /// publish.
+    pub dead_letters_without_value: AtomicU64,
     /// Failed messages by `weir.error.kind`, indexed like [`FAILURE_KINDS`]
     /// (counted when the failure is handled, whatever `on_error` does).
     pub failures: [AtomicU64; FAILURE_KINDS.len()],
@@ -117,7 +120,7 @@ impl HistogramSnapshot {
 }
 
 /// The values of `weir.error.kind`.
-pub const FAILURE_KINDS: [&str; 8] = [
+pub const FAILURE_KINDS: [&str; 9] = [
     "plugin_error",
     "trap",
     "timeout",
@@ -125,6 +128,7 @@ pub const FAILURE_KINDS: [&str; 8] = [
     "oversize",
     "decode",
     "output_limit",
+    "produce_error",
     "state_limit",
 ];
 
@@ -139,6 +143,7 @@ pub struct StageSnapshot {
     pub timeouts: u64,
     pub instance_restarts: u64,
     pub skipped: u64,
+    pub dead_letters_without_value: u64,
     /// Failed messages by kind; kinds that never happened are left out.
     pub failures: BTreeMap<&'static str, u64>,
     pub memory_high_water_bytes: u64,
@@ -200,6 +205,7 @@ impl StageMetrics {
             timeouts: get(&self.timeouts),
             instance_restarts: get(&self.instance_restarts),
             skipped: get(&self.skipped),
+            dead_letters_without_value: get(&self.dead_letters_without_value),
             failures: FAILURE_KINDS
                 .iter()
                 .zip(&self.failures)

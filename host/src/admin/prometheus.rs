@@ -87,6 +87,12 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.skipped,
     ),
     (
+        "dead_letters_without_value_total",
+        "counter",
+        "Dead letters sent without their value, which was too large to publish.",
+        |s| s.dead_letters_without_value,
+    ),
+    (
         "metric_series_dropped_total",
         "counter",
         "Plugin metric updates dropped: a new series past max_metric_series, or an invalid name or label.",

@@ -98,13 +98,24 @@ impl KafkaClients {
         }
     }
 
-    /// The pipeline's producer: idempotent with `acks=all`, so a retried send
-    /// neither duplicates nor reorders, and Java-compatible key partitioning
-    /// (murmur2), so weir's outputs co-partition with other Kafka clients'.
+    /// A stage's producer: idempotent with `acks=all`, so a retried send
+    /// neither duplicates nor reorders, and Java-compatible key
+    /// partitioning (murmur2), so weir's outputs co-partition with other
+    /// Kafka clients'.
+    ///
+    /// `message.timeout.ms` is unbounded: librdkafka retries a retriable
+    /// error (a broker away, a leader moving) in order for as long as it
+    /// takes, and a full queue holds the stage back. A delivery report with
+    /// an error is therefore final, and a re-send (which would be a new
+    /// produce, out of order) is never needed. `max_record_bytes` is the
+    /// largest record the stage may write, from its limits: librdkafka's
+    /// default of 1,000,000 bytes would refuse records the stage accepts.
     pub fn producer<C: ProducerContext>(
         &self,
         context: C,
+        max_record_bytes: usize,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
+        let max = max_record_bytes.clamp(1_000_000, 1_000_000_000).to_string();
         self.config(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -112,10 +123,24 @@ impl KafkaClients {
             ("linger.ms", "5"),
             ("batch.num.messages", "10000"),
             ("queue.buffering.max.kbytes", "262144"),
-            ("message.timeout.ms", "300000"),
+            ("message.timeout.ms", "0"),
+            ("message.max.bytes", &max),
         ])
         .create_with_context(context)
         .map_err(self.client_err("producer"))
+    }
+
+    /// A consumer in no group, to read single records back by offset.
+    pub fn fetcher(&self) -> Result<BaseConsumer, KafkaError> {
+        self.config(&[
+            ("group.id", "weir-fetch"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("enable.partition.eof", "false"),
+            ("fetch.wait.max.ms", "10"),
+        ])
+        .create()
+        .map_err(self.client_err("consumer"))
     }
 
     /// A stage's consumer. Offsets are stored by the stage only once every

@@ -3,10 +3,14 @@
 
 mod client;
 mod embedded;
+mod fetch;
 mod offsets;
+mod refusal;
 mod topics;
 
 pub use client::{KafkaClients, KafkaError};
 pub use embedded::EmbeddedBroker;
+pub use fetch::fetch_one;
 pub use offsets::{PartitionRewind, rewind_group};
+pub use refusal::Refusal;
 pub use topics::ensure_topics;

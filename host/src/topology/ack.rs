@@ -212,6 +212,12 @@ impl Ledger {
         }
     }
 
+    /// The input partition a slot stands for, while it is live.
+    pub fn source(&self, slot: u32) -> Option<(&str, i32)> {
+        let p = self.slots.get(slot as usize)?.as_ref()?;
+        Some((p.topic.as_str(), p.partition))
+    }
+
     /// Input messages still waiting for acknowledgements.
     pub fn outstanding(&self) -> usize {
         self.slots.iter().flatten().map(|p| p.pending.len()).sum()

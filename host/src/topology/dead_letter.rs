@@ -1,8 +1,10 @@
 //! The headers a dead-lettered record carries, so an operator can tell what
 //! failed, where, and why without the host's logs.
 
+use std::borrow::Cow;
+
 use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 pub const ERROR: &str = "weir.error";
 pub const ERROR_KIND: &str = "weir.error.kind";
@@ -11,6 +13,15 @@ pub const PLUGIN_DIGEST: &str = "weir.plugin.digest";
 pub const SOURCE_TOPIC: &str = "weir.source.topic";
 pub const SOURCE_PARTITION: &str = "weir.source.partition";
 pub const SOURCE_OFFSET: &str = "weir.source.offset";
+/// On a dead letter sent without its value because the value was too large
+/// to publish: the value's size in bytes. The original is still in its
+/// input topic, at the `weir.source.*` coordinates.
+pub const ORIGINAL_SIZE: &str = "weir.original.size";
+
+/// The longest `weir.error` weir writes: a reason is for a person to read,
+/// and a plugin must not be able to make a dead letter too large to
+/// publish by rejecting with a long one.
+pub const MAX_REASON_BYTES: usize = 1024;
 
 /// The value of `weir.error.kind` for a message the plugin rejected.
 pub const KIND_PLUGIN_ERROR: &str = "plugin_error";
@@ -22,10 +33,13 @@ pub const KIND_OVERSIZE: &str = "oversize";
 /// The plugin's result for the message broke the contract (bad spans,
 /// unknown outputs).
 pub const KIND_DECODE: &str = "decode";
+/// The broker refused an output record for what it is (too large for the
+/// topic, a null key on a compacted topic): the input is dead-lettered.
+pub const KIND_PRODUCE_ERROR: &str = "produce_error";
 
 /// The original headers followed by weir's.
 pub fn headers(
-    msg: &BorrowedMessage<'_>,
+    msg: &impl Message,
     stage: &str,
     digest: &str,
     kind: &str,
@@ -41,8 +55,9 @@ pub fn headers(
     }
     let partition = msg.partition().to_string();
     let offset = msg.offset().to_string();
+    let reason = capped(reason, MAX_REASON_BYTES);
     for (key, value) in [
-        (ERROR, reason),
+        (ERROR, reason.as_ref()),
         (ERROR_KIND, kind),
         (STAGE, stage),
         (PLUGIN_DIGEST, digest),
@@ -56,4 +71,47 @@ pub fn headers(
         });
     }
     out
+}
+
+/// The headers of a dead letter sent without its value, with the value's
+/// size.
+pub fn without_value(headers: OwnedHeaders, size: usize) -> OwnedHeaders {
+    let size = size.to_string();
+    headers.insert(Header {
+        key: ORIGINAL_SIZE,
+        value: Some(size.as_str()),
+    })
+}
+
+/// `reason` cut to at most `max` bytes on a character boundary, saying how
+/// much was cut.
+pub fn capped(reason: &str, max: usize) -> Cow<'_, str> {
+    if reason.len() <= max {
+        return Cow::Borrowed(reason);
+    }
+    // Room for the marker, so the result stays within `max`.
+    let mut end = max.saturating_sub(32);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}... ({} bytes cut)",
+        &reason[..end],
+        reason.len() - end
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_is_cut_on_a_character_boundary_within_the_cap() {
+        assert_eq!(capped("short", 1024), "short");
+        let long = "é".repeat(2 << 20);
+        let cut = capped(&long, MAX_REASON_BYTES);
+        assert!(cut.len() <= MAX_REASON_BYTES, "{}", cut.len());
+        assert!(cut.ends_with("bytes cut)"), "{cut}");
+        assert!(cut.starts_with("éé"));
+    }
 }

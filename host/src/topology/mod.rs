@@ -64,6 +64,26 @@ pub struct StageControl {
     /// Sleep this long per consumed message (seed 000's `slow_consumer_ms`,
     /// seed 002's `CONSUMER_THROTTLE_MS`).
     pub slow_consumer_ms: AtomicU64,
+    /// When the process stops, how long a stage waits for the broker to
+    /// acknowledge what is in flight, milliseconds; 0 means the default.
+    pub drain_timeout_ms: AtomicU64,
+}
+
+/// How long a stopping process waits for acknowledgements by default:
+/// within the 10 s a container is commonly given to stop, with room for the
+/// final commit.
+pub const DEFAULT_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
+impl StageControl {
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        match self
+            .drain_timeout_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => DEFAULT_DRAIN_TIMEOUT,
+            ms => std::time::Duration::from_millis(ms),
+        }
+    }
 }
 
 /// A running stage, as the pipeline keeps track of it.
@@ -153,6 +173,7 @@ pub struct StageParts {
     plugin: Arc<Plugin>,
     consumer: BaseConsumer,
     producer: stage::StageProducer,
+    clients: KafkaClients,
 }
 
 impl StageParts {
@@ -175,11 +196,12 @@ pub fn prepare_stage(
     let consumer = clients.consumer(&config.kafka.consumer_group(&sc.name))?;
     // A producer per stage: its delivery reports go straight to the
     // stage that waits for them.
-    let producer = clients.producer(ack::Deliveries::default())?;
+    let producer = clients.producer(ack::Deliveries::default(), stage::max_record_bytes(sc))?;
     Ok(StageParts {
         plugin,
         consumer,
         producer,
+        clients: clients.clone(),
     })
 }
 
@@ -205,6 +227,7 @@ pub fn assemble_stage(
         stage::StageIo {
             consumer: parts.consumer,
             producer: parts.producer,
+            clients: parts.clients,
             swaps: swap_rx,
             control: control.clone(),
         },
@@ -246,7 +269,7 @@ pub fn start_stage(
         .name(format!("weir-stage-{name}"))
         .spawn(move || {
             let stage_name = stage.name().to_string();
-            let run = std::panic::AssertUnwindSafe(|| stage.run(stop_stage));
+            let run = std::panic::AssertUnwindSafe(|| stage.run(stop_stage, pipeline.clone()));
             let result = std::panic::catch_unwind(run).unwrap_or_else(|_| {
                 Err(TopologyError::StageFailed {
                     stage: stage_name,

@@ -91,9 +91,21 @@ fn file_digest(path: &std::path::Path) -> Result<String, String> {
 }
 
 /// Why `new` cannot be reached from `old` while running, if it cannot:
-/// the cluster itself (weir resolved it, embedded or not, at start).
+/// the cluster itself (weir resolved it, embedded or not, at start), or the
+/// consumer groups. A new group has no committed offsets, so its stages
+/// would start from the beginning of every input with the state of the old
+/// group's progress: everything retained would be processed again.
 fn restart_needed(old: &PipelineConfig, new: &PipelineConfig) -> Option<String> {
-    (old.kafka.brokers != new.kafka.brokers).then(|| "[kafka].brokers changed".to_string())
+    if old.kafka.brokers != new.kafka.brokers {
+        return Some("[kafka].brokers changed".to_string());
+    }
+    (old.kafka.group_id != new.kafka.group_id).then(|| {
+        format!(
+            "[kafka].group_id changed from {:?} to {:?} (a new group would reprocess every \
+             input from the beginning)",
+            old.kafka.group_id, new.kafka.group_id
+        )
+    })
 }
 
 /// Whether a stage must be rebuilt (new consumer or producer) rather than
@@ -306,6 +318,7 @@ impl Controller {
                 .insert(name, handle.info.plugin_digest.clone());
             self.running.insert(handle);
         }
+        let mut swaps = Vec::with_capacity(ready.len());
         for (config, ctx, plugin, instance) in ready {
             let name = config.name.clone();
             status.digests.insert(name.clone(), plugin.digest.clone());
@@ -318,12 +331,17 @@ impl Controller {
                 generation,
                 requested_at,
             };
-            if let Some(tx) = self.running.swaps(&name) {
-                let _ = tx.send(swap);
-            }
+            swaps.push((self.running.swaps(&name), swap));
         }
         status.generation = generation;
         drop(status);
+        // A stage busy with a long batch may not take its swaps at once;
+        // waiting for it must not hold the status that the admin API reads.
+        for (tx, swap) in swaps {
+            if let Some(tx) = tx {
+                let _ = tx.send(swap);
+            }
+        }
         self.config = new;
         self.clients = clients;
         let mut changed = Vec::new();
@@ -367,8 +385,14 @@ dead_letter = "dlq"
         let old = parse(base);
         assert_eq!(restart_needed(&old, &parse(base)), None);
         let group = parse(&format!("[kafka]\ngroup_id = \"other\"\n{base}"));
+        let why = restart_needed(&old, &group).unwrap();
+        assert!(
+            why.contains("group_id") && why.contains("\"other\""),
+            "{why}"
+        );
+        let options = parse(&format!("[kafka.options]\n\"linger.ms\" = \"1\"\n{base}"));
         assert_eq!(
-            restart_needed(&old, &group),
+            restart_needed(&old, &options),
             None,
             "rebuilds stages instead"
         );

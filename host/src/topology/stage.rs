@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage, Timestamp};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use super::lag::LagSampler;
 use super::reload::Swap;
 use super::{StageControl, StageInfo, TopologyError, dead_letter};
 use crate::config::{OnError, StageConfig};
-use crate::kafka::KafkaError;
+use crate::kafka::{KafkaClients, KafkaError, Refusal, fetch_one};
 use crate::metrics::StageMetrics;
 use crate::wasm::{
     BatchBuilder, BatchResult, CallError, CallErrorKind, Instance, Plugin, Runtime, StageContext,
@@ -37,14 +37,24 @@ use crate::wasm::{
 /// How long a poll waits for the first message of a batch before the loop
 /// looks at acknowledgements and the shutdown signal again.
 const IDLE_POLL: Duration = Duration::from_millis(50);
-/// How long a clean stop waits for the broker to acknowledge what is in
-/// flight. Whatever is still unacknowledged then is not committed, so it is
-/// consumed again after a restart.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Extra attempts a message alone gets after timing out, before it fails.
 const TIMEOUT_RETRIES: u32 = 2;
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long re-reading an input for its dead letter may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Room for weir's and the original headers on top of a record's key and
+/// value (a reason is capped at [`dead_letter::MAX_REASON_BYTES`]).
+const HEADER_ALLOWANCE: usize = 64 << 10;
+
+/// The largest record a stage may write: an output as large as its limits
+/// allow, or a dead letter carrying the largest input it accepts (an
+/// oversized input's dead letter falls back to no value).
+pub fn max_record_bytes(config: &StageConfig) -> usize {
+    let limits = &config.limits;
+    limits
+        .max_payload_bytes
+        .max(limits.max_output_bytes_per_message)
+        .saturating_add(HEADER_ALLOWANCE)
+}
 
 pub type StageProducer = ThreadedProducer<Deliveries>;
 
@@ -52,6 +62,8 @@ pub type StageProducer = ThreadedProducer<Deliveries>;
 pub struct StageIo {
     pub consumer: BaseConsumer,
     pub producer: StageProducer,
+    /// For the consumer that re-reads an input whose output was refused.
+    pub clients: KafkaClients,
     pub swaps: Receiver<Swap>,
     pub control: Arc<StageControl>,
 }
@@ -69,6 +81,9 @@ pub struct Stage {
     instance: Option<Instance>,
     consumer: Arc<BaseConsumer>,
     producer: StageProducer,
+    clients: KafkaClients,
+    /// Made on first use: reads back inputs whose outputs were refused.
+    fetcher: Option<BaseConsumer>,
     /// Output topics, indexed like `ctx.outputs`.
     topics: Vec<String>,
     metrics: Arc<StageMetrics>,
@@ -83,14 +98,6 @@ pub struct Stage {
 enum Fate<'r> {
     Processed(&'r ValidatedResult, usize),
     Failed { kind: &'static str, reason: String },
-}
-
-/// A record the broker refused, waiting to be sent again.
-struct Retry {
-    due: Instant,
-    backoff: Duration,
-    tag: Tag,
-    record: OwnedMessage,
 }
 
 /// The stage is stopping and a record could not be enqueued.
@@ -109,6 +116,7 @@ impl Stage {
         let StageIo {
             consumer,
             producer,
+            clients,
             swaps,
             control,
         } = io;
@@ -126,6 +134,8 @@ impl Stage {
             instance: Some(instance),
             consumer: Arc::new(consumer),
             producer,
+            clients,
+            fetcher: None,
             topics,
             metrics,
             swaps,
@@ -193,10 +203,23 @@ impl Stage {
         })
     }
 
-    /// Runs until `shutdown` fires or the stage fails, then lets what is in
+    /// Runs until `stop` fires or the stage fails, then lets what is in
     /// flight be acknowledged and commits: a clean stop loses nothing and
     /// repeats nothing.
-    pub fn run(mut self, shutdown: CancellationToken) -> Result<(), TopologyError> {
+    ///
+    /// `pipeline` fires when the whole process stops. Until then a stopping
+    /// stage (removed, rebuilt or replayed) finishes its batch and waits for
+    /// every record of it, however long the broker takes: its keyed state
+    /// already reflects those messages, so a replacement that re-read them
+    /// would treat them as done and never publish their records. Only a
+    /// process that is going away gives up after its drain timeout
+    /// ([`StageControl::drain_timeout`]); what is unacknowledged then is
+    /// not committed, so it is consumed again after a restart.
+    pub fn run(
+        mut self,
+        stop: CancellationToken,
+        pipeline: CancellationToken,
+    ) -> Result<(), TopologyError> {
         let consumer = self.consumer.clone();
         // Stopped (dropped) when `run` returns, before the consumer is.
         let _lag = LagSampler::spawn(
@@ -206,11 +229,10 @@ impl Stage {
             self.metrics.clone(),
         );
         let mut ledger = Ledger::default();
-        let mut retries = Vec::new();
         let mut deliveries = Vec::new();
         tracing::info!(stage = self.config.name, inputs = ?self.config.inputs, "stage running");
         let result = loop {
-            if shutdown.is_cancelled() {
+            if stop.is_cancelled() {
                 break Ok(());
             }
             self.take_swaps();
@@ -219,22 +241,29 @@ impl Stage {
             // consumer's max.poll.interval.ms leaves the group; the next
             // poll rejoins from the committed offsets.
             if self.control.paused.load(Ordering::Relaxed) {
-                self.settle(&mut ledger, &mut retries, &mut deliveries);
+                if let Err(e) = self.settle(&mut ledger, &mut deliveries, &pipeline) {
+                    break Err(e);
+                }
                 std::thread::sleep(IDLE_POLL);
                 continue;
             }
             let batch = self.next_batch(&consumer);
             if !batch.is_empty() {
-                match self.handle(&batch, &mut ledger, &shutdown) {
+                match self.handle(&batch, &mut ledger, &pipeline) {
                     Ok(()) => {}
                     Err(StageError::Stopping) => break Ok(()),
                     Err(StageError::Failed(e)) => break Err(e),
                 }
             }
             drop(batch);
-            self.settle(&mut ledger, &mut retries, &mut deliveries);
+            if let Err(e) = self.settle(&mut ledger, &mut deliveries, &pipeline) {
+                break Err(e);
+            }
         };
-        self.drain(&mut ledger, &mut retries, &mut deliveries);
+        // A failed stage commits what was acknowledged before the failure,
+        // and nothing after it.
+        let drained = self.drain(&mut ledger, &mut deliveries, &pipeline);
+        let result = result.and(drained);
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(RdKafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => tracing::warn!(stage = self.config.name, error = %e, "final commit failed"),
@@ -290,7 +319,7 @@ impl Stage {
         &mut self,
         messages: &[BorrowedMessage<'_>],
         ledger: &mut Ledger,
-        shutdown: &CancellationToken,
+        abandon: &CancellationToken,
     ) -> Result<(), StageError> {
         // The slow-consumer fault: a sleep per consumed message.
         let slow = self.control.slow_consumer_ms.load(Ordering::Relaxed);
@@ -342,7 +371,7 @@ impl Stage {
                         .next()
                         .expect("process returns one fate per admitted message")
                 };
-                let sent = self.publish(m, fate, slot, shutdown)?;
+                let sent = self.publish(m, fate, slot, abandon)?;
                 ledger.push(slot, m.offset(), sent);
             }
         }
@@ -437,7 +466,7 @@ impl Stage {
         m: &BorrowedMessage<'_>,
         fate: Fate<'_>,
         slot: u32,
-        shutdown: &CancellationToken,
+        abandon: &CancellationToken,
     ) -> Result<u32, StageError> {
         let timestamp = m.timestamp().to_millis();
         let tag = Tag::new(slot, m.offset(), false);
@@ -450,7 +479,7 @@ impl Stage {
                             dead_letter::KIND_OUTPUT_LIMIT,
                             &reason,
                             slot,
-                            shutdown,
+                            abandon,
                         );
                     }
                     let mut sent = 0;
@@ -485,12 +514,12 @@ impl Stage {
                                 value: Some(self.generation.as_str()),
                             });
                         record = record.headers(owned);
-                        match self.send(record, shutdown)? {
+                        match self.send(record, abandon)? {
                             Ok(()) => sent += 1,
-                            // The broker will never take this record (too
-                            // large, say): the input goes to the dead-letter
-                            // topic instead, so it is neither lost nor stuck.
-                            Err(e) => {
+                            // The producer will never take this record (too
+                            // large, say): the input fails like any bad
+                            // message, so it is neither lost nor stuck.
+                            Err(e) if Refusal::of(&e).is_the_records() => {
                                 let reason = format!(
                                     "cannot publish output to {}: {e}",
                                     self.topics[o.target]
@@ -498,11 +527,18 @@ impl Stage {
                                 return Ok(sent
                                     + self.fail(
                                         m,
-                                        dead_letter::KIND_OUTPUT_LIMIT,
+                                        dead_letter::KIND_PRODUCE_ERROR,
                                         &reason,
                                         slot,
-                                        shutdown,
+                                        abandon,
                                     )?);
+                            }
+                            Err(e) => {
+                                return Err(StageError::Failed(self.platform_failure(
+                                    &self.topics[o.target],
+                                    m,
+                                    &e,
+                                )));
                             }
                         }
                     }
@@ -515,7 +551,7 @@ impl Stage {
             },
             Fate::Failed { kind, reason } => (kind, reason),
         };
-        self.fail(m, kind, &reason, slot, shutdown)
+        self.fail(m, kind, &reason, slot, abandon)
     }
 
     /// Why the records of input `i` exceed the stage's output limits, if
@@ -548,11 +584,11 @@ impl Stage {
     /// before the message is marked done, so nothing is committed past it.
     fn fail(
         &self,
-        m: &BorrowedMessage<'_>,
+        m: &impl Message,
         kind: &str,
         reason: &str,
         slot: u32,
-        shutdown: &CancellationToken,
+        abandon: &CancellationToken,
     ) -> Result<u32, StageError> {
         self.metrics.failed(kind);
         let stage = self.config.name.as_str();
@@ -584,7 +620,7 @@ impl Stage {
             );
         }
         match self.config.on_error {
-            OnError::DeadLetter => self.dead_letter(m, kind, reason, slot, shutdown),
+            OnError::DeadLetter => self.dead_letter(m, kind, reason, slot, abandon),
             OnError::Skip => {
                 StageMetrics::add(&self.metrics.skipped, 1);
                 Ok(0)
@@ -598,41 +634,66 @@ impl Stage {
         }
     }
 
+    /// Sends `m` to the dead-letter topic with the reason in its headers.
+    /// A dead letter too large to publish goes without its value (the
+    /// original stays in its input topic, at the coordinates the headers
+    /// name); one the topic refuses anyway stops the stage, since nothing
+    /// may be committed past a message that went nowhere.
     fn dead_letter(
         &self,
-        m: &BorrowedMessage<'_>,
+        m: &impl Message,
         kind: &str,
         reason: &str,
         slot: u32,
-        shutdown: &CancellationToken,
+        abandon: &CancellationToken,
     ) -> Result<u32, StageError> {
         let headers = dead_letter::headers(m, &self.config.name, &self.plugin.digest, kind, reason);
         let tag = Tag::new(slot, m.offset(), true);
-        let mut record =
-            BaseRecord::with_opaque_to(&self.config.dead_letter, tag.word()).headers(headers);
-        if let Some(key) = m.key() {
-            record = record.key(key);
-        }
-        if let Some(value) = m.payload() {
-            record = record.payload(value);
-        }
-        if let Some(ts) = m.timestamp().to_millis() {
-            record = record.timestamp(ts);
-        }
-        match self.send(record, shutdown)? {
+        let record = dead_letter_record(&self.config.dead_letter, tag, m, m.payload(), headers);
+        let error = match self.send(record, abandon)? {
+            Ok(()) => return Ok(1),
+            Err(e) if Refusal::of(&e) == Refusal::TooLarge && m.payload().is_some() => e,
+            Err(e) => return Err(StageError::Failed(self.dead_letter_refused(m, &e))),
+        };
+        tracing::warn!(stage = self.config.name, topic = m.topic(), partition = m.partition(), offset = m.offset(), size = payload_len(m), error = %error, "dead letter sent without its value");
+        StageMetrics::add(&self.metrics.dead_letters_without_value, 1);
+        let headers = dead_letter::without_value(
+            dead_letter::headers(m, &self.config.name, &self.plugin.digest, kind, reason),
+            payload_len(m),
+        );
+        let record = dead_letter_record(&self.config.dead_letter, tag, m, None, headers);
+        match self.send(record, abandon)? {
             Ok(()) => Ok(1),
-            // Nothing is committed past this message; stopping the stage is
-            // the only way not to lose it.
-            Err(e) => Err(StageError::Failed(TopologyError::StageFailed {
-                stage: self.config.name.clone(),
-                reason: format!(
-                    "cannot dead-letter {}/{}@{} to {}: {e}",
-                    m.topic(),
-                    m.partition(),
-                    m.offset(),
-                    self.config.dead_letter
-                ),
-            })),
+            Err(e) => Err(StageError::Failed(self.dead_letter_refused(m, &e))),
+        }
+    }
+
+    fn dead_letter_refused(&self, m: &impl Message, e: &RdKafkaError) -> TopologyError {
+        TopologyError::StageFailed {
+            stage: self.config.name.clone(),
+            reason: format!(
+                "the dead-letter topic {} refuses {}/{}@{}: {e}",
+                self.config.dead_letter,
+                m.topic(),
+                m.partition(),
+                m.offset(),
+            ),
+        }
+    }
+
+    /// An output topic or the producer fails whatever the record: skipping
+    /// or dead-lettering would treat every record after this one the same
+    /// way, so the stage stops with the cause, committing nothing past it.
+    fn platform_failure(&self, topic: &str, m: &impl Message, e: &RdKafkaError) -> TopologyError {
+        TopologyError::StageFailed {
+            stage: self.config.name.clone(),
+            reason: format!(
+                "cannot publish to {topic} (for {}/{}@{}): {e}; this is not a failure of the \
+                 message, so on_error does not apply",
+                m.topic(),
+                m.partition(),
+                m.offset(),
+            ),
         }
     }
 
@@ -641,13 +702,13 @@ impl Stage {
     fn send(
         &self,
         mut record: BaseRecord<'_, [u8], [u8], usize>,
-        shutdown: &CancellationToken,
+        abandon: &CancellationToken,
     ) -> Result<Result<(), RdKafkaError>, Stopping> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(Ok(())),
                 Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    if shutdown.is_cancelled() {
+                    if abandon.is_cancelled() {
                         return Err(Stopping);
                     }
                     record = r;
@@ -658,9 +719,14 @@ impl Stage {
         }
     }
 
-    /// Applies the broker's acknowledgements, re-sends refused records that
-    /// are due, and stores the offsets that are complete.
-    fn settle(&self, ledger: &mut Ledger, retries: &mut Vec<Retry>, scratch: &mut Vec<Delivery>) {
+    /// Applies the broker's acknowledgements, handles the records it
+    /// refused for good, and stores the offsets that are complete.
+    fn settle(
+        &mut self,
+        ledger: &mut Ledger,
+        scratch: &mut Vec<Delivery>,
+        abandon: &CancellationToken,
+    ) -> Result<(), TopologyError> {
         {
             let mut by_topic = self
                 .metrics
@@ -669,8 +735,9 @@ impl Stage {
                 .unwrap_or_else(|e| e.into_inner());
             self.producer.context().drain(scratch, &mut by_topic);
         }
+        let mut failure = None;
         for d in scratch.drain(..) {
-            match d.failed {
+            let outcome = match d.failed {
                 None => {
                     if ledger.ack(d.tag) {
                         let counter = if d.tag.dead_letter() {
@@ -680,47 +747,16 @@ impl Stage {
                         };
                         StageMetrics::add(counter, 1);
                     }
+                    Ok(())
                 }
-                Some((error, record)) => {
-                    tracing::warn!(stage = self.config.name, topic = record.topic(), partition = record.partition(), error = %error, "delivery failed; retrying");
-                    retries.push(Retry {
-                        due: Instant::now() + RETRY_BACKOFF_MIN,
-                        backoff: RETRY_BACKOFF_MIN,
-                        tag: d.tag,
-                        record,
-                    });
-                }
+                // Once the stage is failing, later refusals only matter for
+                // the log: nothing past the first is committed.
+                Some(_) if failure.is_some() => Ok(()),
+                Some((error, record)) => self.refused(ledger, d.tag, &error, &record, abandon),
+            };
+            if let Err(e) = outcome {
+                failure.get_or_insert(e);
             }
-        }
-        if !retries.is_empty() {
-            let now = Instant::now();
-            for r in retries.iter_mut().filter(|r| r.due <= now) {
-                let m = &r.record;
-                let mut record =
-                    BaseRecord::with_opaque_to(m.topic(), r.tag.word()).partition(m.partition());
-                if let Some(k) = m.key() {
-                    record = record.key(k);
-                }
-                if let Some(v) = m.payload() {
-                    record = record.payload(v);
-                }
-                if let Some(ts) = m.timestamp().to_millis() {
-                    record = record.timestamp(ts);
-                }
-                if let Some(h) = m.headers() {
-                    record = record.headers(h.clone());
-                }
-                match self.producer.send(record) {
-                    // Sent again: its delivery report decides what's next.
-                    Ok(()) => r.backoff = Duration::ZERO,
-                    Err((e, _)) => {
-                        tracing::warn!(stage = self.config.name, error = %e, "cannot enqueue retry");
-                        r.backoff = (r.backoff * 2).min(RETRY_BACKOFF_MAX);
-                        r.due = now + r.backoff;
-                    }
-                }
-            }
-            retries.retain(|r| r.backoff != Duration::ZERO);
         }
         let consumer = &self.consumer;
         let metrics = &self.metrics;
@@ -733,27 +769,171 @@ impl Stage {
                 Err(e) => tracing::debug!(topic, partition, error = %e, "offset not stored"),
             }
         });
+        failure.map_or(Ok(()), Err)
     }
 
-    /// On stop: waits for what is in flight, up to [`DRAIN_TIMEOUT`].
-    fn drain(&self, ledger: &mut Ledger, retries: &mut Vec<Retry>, scratch: &mut Vec<Delivery>) {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
+    /// A record the broker refused for good (the producer retries what is
+    /// retriable itself). An output refused for what it is fails its input
+    /// message with kind `produce_error`; a dead letter too large goes again
+    /// without its value; anything else stops the stage.
+    fn refused(
+        &mut self,
+        ledger: &mut Ledger,
+        tag: Tag,
+        error: &RdKafkaError,
+        record: &OwnedMessage,
+        abandon: &CancellationToken,
+    ) -> Result<(), TopologyError> {
+        let Some((topic, partition)) = ledger.source(tag.slot()) else {
+            // Its partition was re-read since: the record is produced again.
+            return Ok(());
+        };
+        let (topic, partition) = (topic.to_string(), partition);
+        let refusal = Refusal::of(error);
+        tracing::warn!(stage = self.config.name, topic = record.topic(), source_topic = topic, source_partition = partition, source_offset = tag.offset(), error = %error, "record refused by the broker");
+        // Coordinates of the input, for messages and headers.
+        let input = OwnedMessage::new(
+            None,
+            None,
+            topic.clone(),
+            Timestamp::NotAvailable,
+            partition,
+            tag.offset(),
+            None,
+        );
+        if tag.dead_letter() {
+            if refusal != Refusal::TooLarge || record.payload().is_none() {
+                return Err(self.dead_letter_refused(&input, error));
+            }
+            StageMetrics::add(&self.metrics.dead_letters_without_value, 1);
+            let headers = dead_letter::without_value(
+                record.headers().cloned().unwrap_or_else(OwnedHeaders::new),
+                payload_len(record),
+            );
+            let again = dead_letter_record(&self.config.dead_letter, tag, record, None, headers);
+            return match self.send(again, abandon) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(self.dead_letter_refused(&input, &e)),
+                // Stopping: the input is consumed again after a restart.
+                Err(Stopping) => Ok(()),
+            };
+        }
+        if !refusal.is_the_records() {
+            return Err(self.platform_failure(record.topic(), &input, error));
+        }
+        let reason = format!("{} refused an output record: {error}", record.topic());
+        // The failed record is replaced in the ledger by the dead letter,
+        // which carries the same input offset; skipping settles it.
+        let original = match self.config.on_error {
+            OnError::DeadLetter => self.reread(&topic, partition, tag.offset()),
+            _ => None,
+        };
+        let m = original.as_ref().unwrap_or(&input);
+        let reason = if original.is_none() && self.config.on_error == OnError::DeadLetter {
+            format!(
+                "{reason}; the input could not be read again, so its dead letter has no key or value"
+            )
+        } else {
+            reason
+        };
+        match self.fail(
+            m,
+            dead_letter::KIND_PRODUCE_ERROR,
+            &reason,
+            tag.slot(),
+            abandon,
+        ) {
+            Ok(0) => {
+                ledger.ack(tag);
+                Ok(())
+            }
+            Ok(_) | Err(StageError::Stopping) => Ok(()),
+            Err(StageError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// The input at these coordinates, read again with a consumer outside
+    /// the stage's group.
+    fn reread(&mut self, topic: &str, partition: i32, offset: i64) -> Option<OwnedMessage> {
+        if self.fetcher.is_none() {
+            match self.clients.fetcher() {
+                Ok(c) => self.fetcher = Some(c),
+                Err(e) => {
+                    tracing::warn!(stage = self.config.name, error = %e, "cannot re-read inputs");
+                    return None;
+                }
+            }
+        }
+        let fetcher = self.fetcher.as_ref()?;
+        match fetch_one(fetcher, topic, partition, offset, FETCH_TIMEOUT) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(stage = self.config.name, topic, partition, offset, error = %e, "cannot re-read an input");
+                None
+            }
+        }
+    }
+
+    /// On stop: waits for what is in flight; once the process is going
+    /// away, up to its drain timeout from then.
+    fn drain(
+        &mut self,
+        ledger: &mut Ledger,
+        scratch: &mut Vec<Delivery>,
+        abandon: &CancellationToken,
+    ) -> Result<(), TopologyError> {
+        let mut deadline = None;
+        let mut waiting_since = Instant::now();
         loop {
             let _ = self.producer.flush(Duration::from_millis(100));
-            self.settle(ledger, retries, scratch);
-            if ledger.outstanding() == 0 && retries.is_empty() {
-                return;
+            self.settle(ledger, scratch, abandon)?;
+            if ledger.outstanding() == 0 {
+                return Ok(());
             }
-            if Instant::now() >= deadline {
+            if waiting_since.elapsed() >= Duration::from_secs(10) {
+                tracing::warn!(
+                    stage = self.config.name,
+                    unacknowledged = ledger.outstanding(),
+                    "stopping: still waiting for the broker to acknowledge records"
+                );
+                waiting_since = Instant::now();
+            }
+            if !abandon.is_cancelled() {
+                continue;
+            }
+            if Instant::now()
+                >= *deadline.get_or_insert_with(|| Instant::now() + self.control.drain_timeout())
+            {
                 tracing::warn!(
                     stage = self.config.name,
                     unacknowledged = ledger.outstanding(),
                     "stopping with messages unacknowledged; they will be consumed again"
                 );
-                return;
+                return Ok(());
             }
         }
     }
+}
+
+/// A dead letter of `m` with `value` (its own, or none when too large).
+fn dead_letter_record<'a>(
+    topic: &'a str,
+    tag: Tag,
+    m: &'a impl Message,
+    value: Option<&'a [u8]>,
+    headers: OwnedHeaders,
+) -> BaseRecord<'a, [u8], [u8], usize> {
+    let mut record = BaseRecord::with_opaque_to(topic, tag.word()).headers(headers);
+    if let Some(key) = m.key() {
+        record = record.key(key);
+    }
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    if let Some(ts) = m.timestamp().to_millis() {
+        record = record.timestamp(ts);
+    }
+    record
 }
 
 enum StageError {
@@ -786,6 +966,10 @@ fn fates(results: &Results, n: usize) -> Vec<Fate<'_>> {
             })
             .collect(),
     }
+}
+
+fn payload_len(m: &impl Message) -> usize {
+    m.payload().map_or(0, <[u8]>::len)
 }
 
 /// What `max_payload_bytes` measures: the key and the value.
