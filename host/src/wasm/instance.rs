@@ -229,10 +229,12 @@ impl Runtime {
             reason,
         };
         store.data_mut().deadline = Instant::now() + ctx.call_timeout;
+        // The reason is the plugin's to choose, and shown in the status and
+        // the log: it is cut like a rejection reason.
         bindings
             .call_init(&mut store, &init)
-            .map_err(|e| init_err(format!("trapped: {e:#}")))?
-            .map_err(init_err)?;
+            .map_err(|e| init_err(cap_reason(&format!("trapped: {e:#}")).into_owned()))?
+            .map_err(|reason| init_err(cap_reason(&reason).into_owned()))?;
         Ok(Instance {
             store,
             bindings,
