@@ -1,6 +1,7 @@
 //! Helpers for tests against the real broker that `scripts/test.sh` starts
 //! and names in `WEIR_TEST_KAFKA_BOOTSTRAP`.
 
+pub mod exposition;
 pub mod f1;
 pub mod openapi;
 

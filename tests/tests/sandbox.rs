@@ -284,3 +284,60 @@ async fn a_state_bomb_is_dead_lettered_as_state_limit_and_rss_stays_bounded() {
     assert!(growth < 256 << 20, "RSS grew by {} MiB", growth >> 20);
     run.weir.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_labels_and_long_reasons_stay_bounded_end_to_end() {
+    let admin = free_local_addr();
+    let toml = pipeline_toml("dead_letter")
+        .replace("127.0.0.1:0", &admin.to_string())
+        .replace("timeout_ms = 100", "timeout_ms = 5000");
+    let run = start_toml(&toml).await;
+    let reason = 2 << 20;
+    let records: Vec<(String, Vec<u8>)> = [
+        "labels:10000".to_string(),
+        "log-flood:1000".to_string(),
+        format!("reason:{reason}"),
+        "good-1".to_string(),
+    ]
+    .into_iter()
+    .map(|v| ("k".to_string(), v.into_bytes()))
+    .collect();
+    produce(&run.input, &records).await;
+    settled(&run.group, &[&run.input], SETTLE).await;
+
+    let mut out = values(&run.out);
+    out.sort();
+    assert_eq!(out, ["good-1", "labelled 10000", "logged 1000"]);
+    // The 2 MiB reason is dead-lettered, cut to about 1 KiB.
+    let dead = read_all(&run.dlq);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0], "weir.error.kind"), Some("plugin_error"));
+    let error = header(&dead[0], "weir.error").unwrap_or_default();
+    assert!(error.len() <= 1024, "{} bytes", error.len());
+    let (kept, marker) = error
+        .rsplit_once("… (")
+        .unwrap_or_else(|| panic!("{error}"));
+    let cut: usize = marker.strip_suffix(" bytes cut)").unwrap().parse().unwrap();
+    assert!(kept.starts_with("rrrr"), "{kept}");
+    assert_eq!(kept.len() + cut, reason, "cut once, by the host");
+
+    // 10,000 label sets and invalid label names: /metrics is capped and
+    // still reads strictly.
+    let (code, text) = http_text(admin, "GET", "/metrics", None).await;
+    assert_eq!(code, 200);
+    let samples = exposition::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let labelled = samples
+        .iter()
+        .filter(|(name, labels, _)| name == "weir_plugin_labelled" && labels["stage"] == "hostile")
+        .count();
+    assert_eq!(labelled, 1_000);
+    let dropped = samples
+        .iter()
+        .find(|(name, labels, _)| {
+            name == "weir_stage_metric_series_dropped_total" && labels["stage"] == "hostile"
+        })
+        .map(|s| s.2);
+    // 9,000 series past the limit, 3 invalid label names, 1 invalid name.
+    assert_eq!(dropped, Some(9_004.0));
+    run.weir.stop().await.expect("clean shutdown");
+}

@@ -69,22 +69,23 @@ pub struct CallError {
 }
 
 /// The most bytes of a plugin's rejection reason or a trap message that are
-/// kept: they go into the `weir.error` header of a dead-letter record and
-/// into log lines, and a plugin chooses their size.
+/// kept, marker included: they go into the `weir.error` header of a
+/// dead-letter record and into log lines, and a plugin chooses their size.
 pub const MAX_REASON_BYTES: usize = 1024;
 
-/// `reason`, cut to [`MAX_REASON_BYTES`] on a char boundary, with a marker
-/// saying how much was cut.
+/// `reason`, cut to at most [`MAX_REASON_BYTES`] on a char boundary, ending
+/// with a marker saying how much was cut.
 pub fn cap_reason(reason: &str) -> std::borrow::Cow<'_, str> {
     if reason.len() <= MAX_REASON_BYTES {
         return std::borrow::Cow::Borrowed(reason);
     }
-    let mut end = MAX_REASON_BYTES;
+    // The marker for the whole length is at least as long as the real one.
+    let marker = |cut: usize| format!("… ({cut} bytes cut)");
+    let mut end = MAX_REASON_BYTES - marker(reason.len()).len();
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    let cut = reason.len() - end;
-    std::borrow::Cow::Owned(format!("{}… ({cut} bytes cut)", &reason[..end]))
+    std::borrow::Cow::Owned(format!("{}{}", &reason[..end], marker(reason.len() - end)))
 }
 
 #[cfg(test)]
@@ -98,26 +99,31 @@ mod tests {
         assert_eq!(cap_reason(""), "");
     }
 
+    /// The bytes kept and the count in the marker of a cut reason.
+    fn kept_and_cut(capped: &str) -> (&str, usize) {
+        let (kept, marker) = capped.rsplit_once("… (").unwrap();
+        let cut = marker.strip_suffix(" bytes cut)").unwrap().parse().unwrap();
+        (kept, cut)
+    }
+
     #[test]
     fn long_reasons_are_cut_on_a_char_boundary_with_a_marker() {
         let r = "x".repeat(2 << 20);
         let capped = cap_reason(&r);
-        assert_eq!(
-            capped,
-            format!(
-                "{}… ({} bytes cut)",
-                "x".repeat(MAX_REASON_BYTES),
-                (2 << 20) - MAX_REASON_BYTES
-            )
-        );
+        assert!(capped.len() <= MAX_REASON_BYTES, "{}", capped.len());
+        let (kept, cut) = kept_and_cut(&capped);
+        assert!(kept.len() > MAX_REASON_BYTES - 40, "{}", kept.len());
+        assert_eq!(kept.len() + cut, r.len());
         // A two-byte char straddling the cut is dropped whole.
-        let r = format!("{}é{}", "a".repeat(MAX_REASON_BYTES - 1), "b".repeat(10));
-        let capped = cap_reason(&r);
-        assert!(
-            capped.starts_with(&"a".repeat(MAX_REASON_BYTES - 1)),
-            "{capped}"
-        );
-        assert!(capped.ends_with("… (12 bytes cut)"), "{capped}");
-        assert!(!capped.contains('é'));
+        for shift in 0..2 {
+            let r = format!("{}{}", "a".repeat(shift), "é".repeat(1000));
+            let capped = cap_reason(&r);
+            assert!(capped.len() <= MAX_REASON_BYTES, "{}", capped.len());
+            let (kept, cut) = kept_and_cut(&capped);
+            assert!(kept.ends_with('é'), "{kept}");
+            assert_eq!(kept.len() + cut, r.len());
+        }
+        let just_over = cap_reason(&r[..MAX_REASON_BYTES + 1]);
+        assert!(just_over.len() <= MAX_REASON_BYTES, "{just_over}");
     }
 }
