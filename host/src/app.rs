@@ -334,6 +334,9 @@ pub async fn run(
         metrics.clone(),
     )?);
     let stage_control = Arc::new(StageControl::default());
+    stage_control
+        .budget
+        .set_limit(config.kafka.max_buffered_bytes as u64);
     stage_control.drain_timeout_ms.store(
         (options.drain_timeout.as_millis() as u64).max(1),
         std::sync::atomic::Ordering::Relaxed,

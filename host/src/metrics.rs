@@ -26,6 +26,9 @@ pub struct StageMetrics {
     /// Dead letters sent without their value, which was too large to
     /// publish.
     pub dead_letters_without_value: AtomicU64,
+    /// Time spent waiting to enqueue records because the process's buffer
+    /// budget (or the producer's queue) was full, milliseconds.
+    pub backpressure_ms: AtomicU64,
     /// Failed messages by `weir.error.kind`, indexed like [`FAILURE_KINDS`]
     /// (counted when the failure is handled, whatever `on_error` does).
     pub failures: [AtomicU64; FAILURE_KINDS.len()],
@@ -144,6 +147,7 @@ pub struct StageSnapshot {
     pub instance_restarts: u64,
     pub skipped: u64,
     pub dead_letters_without_value: u64,
+    pub backpressure_ms: u64,
     /// Failed messages by kind; kinds that never happened are left out.
     pub failures: BTreeMap<&'static str, u64>,
     pub memory_high_water_bytes: u64,
@@ -206,6 +210,7 @@ impl StageMetrics {
             instance_restarts: get(&self.instance_restarts),
             skipped: get(&self.skipped),
             dead_letters_without_value: get(&self.dead_letters_without_value),
+            backpressure_ms: get(&self.backpressure_ms),
             failures: FAILURE_KINDS
                 .iter()
                 .zip(&self.failures)

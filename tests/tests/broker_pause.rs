@@ -1,8 +1,8 @@
 //! The broker stops answering for 20 s in the middle of 50,000 messages
 //! (its JVM is sent SIGSTOP, then SIGCONT): weir stays up, every message
-//! comes out at least once, and memory stays bounded while the broker is
-//! away. A test binary of its own, so no other test shares the frozen
-//! broker.
+//! comes out at least once, and while the broker is away the stage waits
+//! on the process's buffer budget instead of buffering without bound. A
+//! test binary of its own, so no other test shares the frozen broker.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,14 +49,24 @@ fn peak_rss() -> u64 {
     kb * 1024
 }
 
-fn pipeline_toml() -> String {
+fn pipeline_toml(admin: std::net::SocketAddr) -> String {
     format!(
         r#"
+[kafka]
+max_buffered_mb = 1
+
+[admin]
+listen = "{admin}"
+autostart = false
+
 [[topic]]
 name = "{{prefix}}.in"
 partitions = 3
 [[topic]]
 name = "{{prefix}}.out"
+partitions = 3
+[[topic]]
+name = "{{prefix}}.big"
 partitions = 3
 [[topic]]
 name = "{{prefix}}.dlq"
@@ -68,9 +78,35 @@ plugin = "{passthrough}"
 inputs = ["{{prefix}}.in"]
 outputs = {{ default = "{{prefix}}.out" }}
 dead_letter = "{{prefix}}.dlq"
+
+# Turns each small input into a 1,000-byte record: what it owes the broker
+# grows faster than what it fetches.
+[[stage]]
+name = "amplify"
+plugin = "{hostile}"
+inputs = ["{{prefix}}.in"]
+outputs = {{ default = "{{prefix}}.big" }}
+dead_letter = "{{prefix}}.dlq"
 "#,
         passthrough = weir_test_programs::PASSTHROUGH,
+        hostile = weir_test_programs::HOSTILE,
     )
+}
+
+/// How many times each key of `records` appears on `topic`.
+fn counts_by_key(topic: &str) -> BTreeMap<Vec<u8>, usize> {
+    let mut seen = BTreeMap::new();
+    for m in read_all(topic) {
+        *seen.entry(m.key().unwrap().to_vec()).or_default() += 1;
+    }
+    seen
+}
+
+async fn stage_metric(admin: std::net::SocketAddr, stage: &str, field: &str) -> u64 {
+    let (_, status) = http(admin, "GET", "/api/v1/status", None).await;
+    status["metrics"]["stages"][stage][field]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,21 +117,45 @@ async fn a_paused_broker_loses_nothing_and_weir_stays_up() {
     let group = unique_prefix("group");
     let env = test_env(&prefix, &group);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let weir = Weir::start(pipeline(&pipeline_toml(), &env));
-    let (input, out, dlq) = (
+    let admin = free_local_addr();
+    let weir = Weir::start(pipeline(&pipeline_toml(admin), &env));
+    let (input, out, big, dlq) = (
         format!("{prefix}.in"),
         format!("{prefix}.out"),
+        format!("{prefix}.big"),
         format!("{prefix}.dlq"),
     );
-    topics_exist(&[(&input, 3), (&out, 3)]).await;
+    topics_exist(&[(&input, 3), (&out, 3), (&big, 3)]).await;
     let rss_before = peak_rss();
 
+    // Each message its own key; the amplifier turns "big:1000" into 1,000
+    // bytes under the same key.
     let records: Vec<(String, Vec<u8>)> = (0..MESSAGES)
-        .map(|i| (format!("k{}", i % 97), format!("m{i:06}").into_bytes()))
+        .map(|i| (format!("m{i:06}"), b"big:1000".to_vec()))
         .collect();
-    // A third before the pause, the rest sent while the broker is frozen
-    // (the test's producer queues them) and after.
+    // A third is there when the stages start; the broker freezes while
+    // they work through it. The rest is sent while the broker is frozen
+    // (the test's producer queues it) and after.
     produce(&input, &records[..MESSAGES / 3]).await;
+    let (code, _) = http(
+        admin,
+        "POST",
+        "/api/v1/start",
+        Some(&serde_json::json!({"rate_per_sec": 1, "scenario": "none"})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    eventually(
+        "the stages to start consuming",
+        Duration::from_secs(60),
+        || async {
+            match stage_metric(admin, "amplify", "consumed").await {
+                0 => Err("nothing consumed".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
     let paused_at = Instant::now();
     signal(pid, "STOP");
     let resume = Resume(pid);
@@ -109,31 +169,38 @@ async fn a_paused_broker_loses_nothing_and_weir_stays_up() {
     let paused_for = paused_at.elapsed();
     rest.await.unwrap();
 
-    settled(
-        &format!("{group}.pass"),
-        &[&input],
-        Duration::from_secs(240),
-    )
-    .await;
-    let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
-    for m in read_all(&out) {
-        *seen.entry(m.payload().unwrap().to_vec()).or_default() += 1;
+    for stage in ["pass", "amplify"] {
+        settled(
+            &format!("{group}.{stage}"),
+            &[&input],
+            Duration::from_secs(240),
+        )
+        .await;
     }
-    let missing = records
-        .iter()
-        .filter(|(_, v)| !seen.contains_key(v))
-        .count();
-    let duplicates: usize = seen.values().map(|n| n - 1).sum();
     let peak = peak_rss();
+    let mut report = format!("broker paused for {paused_for:?}, {MESSAGES} messages:");
+    for topic in [&out, &big] {
+        let seen = counts_by_key(topic);
+        let missing = records
+            .iter()
+            .filter(|(k, _)| !seen.contains_key(k.as_bytes()))
+            .count();
+        let duplicates: usize = seen.values().map(|n| n - 1).sum();
+        report += &format!(" {topic}: {missing} missing, {duplicates} duplicates;");
+        assert_eq!(missing, 0, "messages lost on {topic}");
+        assert_eq!(seen.len(), MESSAGES, "{topic}");
+    }
+    assert!(read_all(&dlq).is_empty(), "nothing dead-lettered");
+    // The amplifier owed the broker more than the 1 MiB budget while it
+    // was away: it waited rather than buffer all of it.
+    let waited = stage_metric(admin, "amplify", "backpressure_ms").await;
     eprintln!(
-        "broker paused for {paused_for:?}: {MESSAGES} messages, {missing} missing, \
-         {duplicates} duplicates; peak RSS of the test process {} MiB (before: {} MiB)",
+        "{report} peak RSS of the test process {} MiB (before: {} MiB); the amplifier \
+         waited {waited} ms on the buffer budget",
         peak >> 20,
         rss_before >> 20
     );
-    assert_eq!(missing, 0, "messages lost");
-    assert_eq!(seen.len(), MESSAGES);
-    assert!(read_all(&dlq).is_empty(), "nothing dead-lettered");
+    assert!(waited > 1_000, "waited {waited} ms");
     assert!(
         peak < 1 << 30,
         "peak RSS {} MiB while the broker was away",

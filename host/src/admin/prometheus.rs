@@ -93,6 +93,12 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.dead_letters_without_value,
     ),
     (
+        "backpressure_ms_total",
+        "counter",
+        "Time spent waiting to enqueue records while the process's buffer budget was full.",
+        |s| s.backpressure_ms,
+    ),
+    (
         "metric_series_dropped_total",
         "counter",
         "Plugin metric updates dropped: a new series past max_metric_series, or an invalid name or label.",

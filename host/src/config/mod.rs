@@ -92,8 +92,8 @@ use toml::de::DeTable;
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use env::{Env, ProcessEnv};
 pub use model::{
-    AdminConfig, BatchConfig, Brokers, Grants, KafkaConfig, Limits, OnError, PipelineConfig,
-    StageConfig, TopicConfig,
+    AdminConfig, BatchConfig, Brokers, DEFAULT_MAX_BUFFERED_BYTES, Grants, KafkaConfig, Limits,
+    OnError, PipelineConfig, StageConfig, TopicConfig,
 };
 
 use diagnostic::Report;

@@ -49,9 +49,14 @@ pub struct KafkaConfig {
     pub ssl_ca_location: Option<PathBuf>,
     /// Raw librdkafka properties.
     pub options: BTreeMap<String, String>,
+    /// What all stages together may have enqueued and not yet had
+    /// acknowledged, bytes of keys and values; past it they wait.
+    pub max_buffered_bytes: usize,
 }
 
 pub(super) const DEFAULT_GROUP_ID: &str = "weir";
+/// The default of `[kafka] max_buffered_mb`.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -65,6 +70,7 @@ impl Default for KafkaConfig {
             sasl_password: None,
             ssl_ca_location: None,
             options: BTreeMap::new(),
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -110,6 +116,7 @@ impl fmt::Debug for KafkaConfig {
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
             .field("topic_prefix", &self.topic_prefix)
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("security_protocol", &self.security_protocol)
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)

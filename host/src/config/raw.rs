@@ -27,6 +27,7 @@ pub(super) struct RawKafka {
     pub(super) sasl_password: Option<Spanned<String>>,
     pub(super) ssl_ca_location: Option<Spanned<String>>,
     pub(super) options: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub(super) max_buffered_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Default, Deserialize)]

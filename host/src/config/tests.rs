@@ -50,6 +50,7 @@ sasl_mechanism = "scram-sha-512"
 sasl_username = "weir"
 sasl_password = "hunter2"
 ssl_ca_location = "/etc/ssl/ca.pem"
+max_buffered_mb = 64
 
 [kafka.options]
 "linger.ms" = "5"
@@ -122,6 +123,7 @@ fn full_file_parses_to_the_expected_model() {
             sasl_password: Some("hunter2".into()),
             ssl_ca_location: Some("/etc/ssl/ca.pem".into()),
             options: BTreeMap::from([("linger.ms".into(), "5".into())]),
+            max_buffered_bytes: 64 << 20,
         },
         admin: AdminConfig {
             listen: "0.0.0.0:9000".parse().unwrap(),
@@ -178,7 +180,7 @@ fn full_file_parses_to_the_expected_model() {
                 .as_object()
                 .unwrap()
                 .clone(),
-                line: 31,
+                line: 32,
             },
             StageConfig {
                 name: "alerts".into(),
@@ -191,13 +193,13 @@ fn full_file_parses_to_the_expected_model() {
                 limits: Limits::default(),
                 grants: Grants::default(),
                 config: serde_json::Map::new(),
-                line: 59,
+                line: 60,
             },
         ],
     };
     assert_eq!(config, expected);
 
-    assert_eq!(config.stage("alerts").map(|s| s.line), Some(59));
+    assert_eq!(config.stage("alerts").map(|s| s.line), Some(60));
     assert!(config.stage("missing").is_none());
     assert_eq!(
         config.topic("dev.telemetry.raw").and_then(|t| t.partitions),

@@ -17,8 +17,8 @@ use super::diagnostic::Report;
 use super::env::{self, Env, Sourced};
 use super::keypath::KeyPath;
 use super::model::{
-    AdminConfig, BatchConfig, Brokers, DEFAULT_GROUP_ID, KafkaConfig, PipelineConfig, StageConfig,
-    TopicConfig,
+    AdminConfig, BatchConfig, Brokers, DEFAULT_GROUP_ID, DEFAULT_MAX_BUFFERED_BYTES, KafkaConfig,
+    PipelineConfig, StageConfig, TopicConfig,
 };
 use super::raw::{self, Item, RawDocument, RawKafka, RawStage, RawTopic};
 use super::sandbox;
@@ -111,6 +111,11 @@ fn kafka(
     let sasl_password = setting(env::SASL_PASSWORD, raw.sasl_password, "sasl_password");
     let ssl_ca_location = setting(env::SSL_CA_LOCATION, raw.ssl_ca_location, "ssl_ca_location");
 
+    let max_buffered_bytes = raw
+        .max_buffered_mb
+        .as_ref()
+        .and_then(|mb| in_range(mb, 1, 1 << 20, &base.key("max_buffered_mb"), report))
+        .map_or(DEFAULT_MAX_BUFFERED_BYTES, |mb| (mb as usize) << 20);
     let mut check = |setting: Option<Sourced>, parse: &dyn Fn(&str) -> Result<String, String>| {
         let setting = setting?;
         parse(&setting.value)
@@ -154,6 +159,7 @@ fn kafka(
             &base.key("options"),
             report,
         ),
+        max_buffered_bytes,
     }
 }
 

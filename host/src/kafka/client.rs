@@ -114,15 +114,17 @@ impl KafkaClients {
         &self,
         context: C,
         max_record_bytes: usize,
+        queue_kb: usize,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
         let max = max_record_bytes.clamp(1_000_000, 1_000_000_000).to_string();
+        let queue_kb = queue_kb.clamp(1024, 2_097_151).to_string();
         self.config(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("partitioner", "murmur2_random"),
             ("linger.ms", "5"),
             ("batch.num.messages", "10000"),
-            ("queue.buffering.max.kbytes", "262144"),
+            ("queue.buffering.max.kbytes", &queue_kb),
             ("message.timeout.ms", "0"),
             ("message.max.bytes", &max),
         ])
@@ -146,8 +148,10 @@ impl KafkaClients {
     /// A stage's consumer. Offsets are stored by the stage only once every
     /// record derived from a message is acknowledged, and auto-commit then
     /// commits only stored offsets: at-least-once.
-    pub fn consumer(&self, group_id: &str) -> Result<BaseConsumer, KafkaError> {
+    pub fn consumer(&self, group_id: &str, prefetch_kb: usize) -> Result<BaseConsumer, KafkaError> {
+        let prefetch_kb = prefetch_kb.to_string();
         self.config(&[
+            ("queued.max.messages.kbytes", &prefetch_kb),
             ("group.id", group_id),
             ("enable.auto.commit", "true"),
             ("enable.auto.offset.store", "false"),

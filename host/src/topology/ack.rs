@@ -10,11 +10,14 @@
 //! at-least-once, with no per-record allocation or channel.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientContext;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
+
+use super::budget::Budget;
 
 /// Which input message a produced record derives from, packed into the
 /// producer's per-record opaque word: a ledger slot (one per input
@@ -62,10 +65,15 @@ pub struct Delivery {
     pub failed: Option<(rdkafka::error::KafkaError, OwnedMessage)>,
 }
 
-/// The producer context: queues delivery reports for the stage thread.
-#[derive(Default)]
+/// The producer context: queues delivery reports for the stage thread,
+/// and gives the bytes of each record that is done with back to the
+/// process's [`Budget`].
 pub struct Deliveries {
     queue: Mutex<Queue>,
+    budget: Arc<Budget>,
+    /// What this producer holds of the budget; given back whole when it is
+    /// dropped, so records purged with it never count against the rest.
+    held: AtomicU64,
 }
 
 #[derive(Default)]
@@ -76,7 +84,36 @@ struct Queue {
     by_topic: Vec<(String, u64)>,
 }
 
+/// What a record counts against the budget: its key and value.
+pub fn budget_bytes(key: Option<&[u8]>, value: Option<&[u8]>) -> u64 {
+    (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)) as u64
+}
+
 impl Deliveries {
+    pub fn new(budget: Arc<Budget>) -> Self {
+        Deliveries {
+            queue: Mutex::default(),
+            budget,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `n` bytes of the budget for a record about to be enqueued;
+    /// false when the budget is spent.
+    pub fn take(&self, n: u64) -> bool {
+        let taken = self.budget.try_take(n);
+        if taken {
+            self.held.fetch_add(n, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Gives back what [`Deliveries::take`] took for a record that is done
+    /// with (acknowledged, refused, or never enqueued).
+    pub fn release(&self, n: u64) {
+        self.held.fetch_sub(n, Ordering::Relaxed);
+        self.budget.give_back(n);
+    }
     /// Moves every queued report into `into` (which should be empty), and
     /// adds the acknowledged records per topic to `by_topic`.
     pub fn drain(&self, into: &mut Vec<Delivery>, by_topic: &mut Vec<(String, u64)>) {
@@ -94,10 +131,23 @@ impl Deliveries {
 
 impl ClientContext for Deliveries {}
 
+impl Drop for Deliveries {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held.load(Ordering::Relaxed));
+    }
+}
+
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let m = match result {
+            Ok(m) | Err((_, m)) => m,
+        };
+        self.release(budget_bytes(
+            rdkafka::Message::key(m),
+            rdkafka::Message::payload(m),
+        ));
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let failed = match result {
             Ok(m) => {

@@ -6,6 +6,7 @@
 //! on a thread of its own.
 
 mod ack;
+mod budget;
 mod dead_letter;
 mod lag;
 pub mod reload;
@@ -26,6 +27,7 @@ use crate::config::{PipelineConfig, StageConfig};
 use crate::kafka::{KafkaClients, KafkaError};
 use crate::wasm::{Plugin, Runtime, StageContext, WasmError};
 
+pub use budget::Budget;
 pub use stage::Stage;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,8 @@ pub struct StageControl {
     /// When the process stops, how long a stage waits for the broker to
     /// acknowledge what is in flight, milliseconds; 0 means the default.
     pub drain_timeout_ms: AtomicU64,
+    /// What all stages may have enqueued and not yet had acknowledged.
+    pub budget: Arc<Budget>,
 }
 
 /// How long a stopping process waits for acknowledgements by default:
@@ -191,12 +195,22 @@ pub fn prepare_stage(
     config: &PipelineConfig,
     runtime: &Runtime,
     clients: &KafkaClients,
+    control: &StageControl,
 ) -> Result<StageParts, TopologyError> {
     let plugin = Arc::new(runtime.load(&sc.name, &sc.plugin)?);
-    let consumer = clients.consumer(&config.kafka.consumer_group(&sc.name))?;
+    // The budget bounds what waits for the broker; a consumer's prefetch
+    // is bounded too, to a share of it, so that buffers do not multiply
+    // with the number of stages while the broker is away.
+    let budget_kb = config.kafka.max_buffered_bytes / 1024;
+    let prefetch_kb = (budget_kb / 4 / config.stages.len().max(1)).clamp(1024, 65536);
+    let consumer = clients.consumer(&config.kafka.consumer_group(&sc.name), prefetch_kb)?;
     // A producer per stage: its delivery reports go straight to the
     // stage that waits for them.
-    let producer = clients.producer(ack::Deliveries::default(), stage::max_record_bytes(sc))?;
+    let producer = clients.producer(
+        ack::Deliveries::new(control.budget.clone()),
+        stage::max_record_bytes(sc),
+        budget_kb,
+    )?;
     Ok(StageParts {
         plugin,
         consumer,
@@ -247,7 +261,7 @@ pub fn build_stage(
     control: &Arc<StageControl>,
     generation: u64,
 ) -> Result<(Stage, SyncSender<reload::Swap>), TopologyError> {
-    let parts = prepare_stage(sc, config, runtime, clients)?;
+    let parts = prepare_stage(sc, config, runtime, clients, control)?;
     assemble_stage(sc, parts, runtime, control, generation)
 }
 

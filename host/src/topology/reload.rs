@@ -260,6 +260,9 @@ impl Controller {
         let clients = if new.kafka == self.config.kafka {
             self.clients.clone()
         } else {
+            self.control
+                .budget
+                .set_limit(new.kafka.max_buffered_bytes as u64);
             KafkaClients::new(self.clients.bootstrap.clone(), &new.kafka)
         };
         let generation = self

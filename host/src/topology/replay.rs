@@ -93,8 +93,14 @@ impl Controller {
             stage: name.to_string(),
             source,
         };
-        let parts =
-            prepare_stage(&sc, &self.config, &self.runtime, &self.clients).map_err(prepare)?;
+        let parts = prepare_stage(
+            &sc,
+            &self.config,
+            &self.runtime,
+            &self.clients,
+            &self.control,
+        )
+        .map_err(prepare)?;
         let (generation, running_digest) = {
             let status = self.status.read().unwrap_or_else(|e| e.into_inner());
             (status.generation, status.digests.get(name).cloned())

@@ -22,7 +22,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use super::ack::{Deliveries, Delivery, Ledger, Tag};
+use super::ack::{Deliveries, Delivery, Ledger, Tag, budget_bytes};
 use super::lag::LagSampler;
 use super::reload::Swap;
 use super::{StageControl, StageInfo, TopologyError, dead_letter};
@@ -332,16 +332,23 @@ impl Stage {
         StageMetrics::add(&self.metrics.consumed, messages.len() as u64);
         StageMetrics::add(&self.metrics.batches, 1);
         // A plugin call sees one partition at a time, so its state scope is
-        // unambiguous; order within each partition is kept.
-        let mut groups: BTreeMap<(&str, i32), Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
+        // unambiguous; order within each partition is kept. A partition
+        // revoked and assigned again while the batch was polled starts over
+        // from its last commit: its offsets go back, and the messages from
+        // there on are a run of their own, under a new ledger slot.
+        let mut groups: BTreeMap<(&str, i32), Vec<Vec<&BorrowedMessage<'_>>>> = BTreeMap::new();
         for m in messages {
-            groups
-                .entry((m.topic(), m.partition()))
-                .or_default()
-                .push(m);
+            let runs = groups.entry((m.topic(), m.partition())).or_default();
+            match runs.last_mut() {
+                Some(run) if run.last().is_some_and(|l| l.offset() < m.offset()) => run.push(m),
+                _ => runs.push(vec![m]),
+            }
         }
         let limit = self.config.limits.max_payload_bytes;
-        for ((topic, partition), group) in groups {
+        let groups = groups.into_iter().flat_map(|((topic, partition), runs)| {
+            runs.into_iter().map(move |r| (topic, partition, r))
+        });
+        for (topic, partition, group) in groups {
             let slot = ledger.slot(topic, partition, group[0].offset());
             // An oversized message never reaches the plugin: it could not
             // make the plugin do anything but run out of memory or time.
@@ -704,19 +711,43 @@ impl Stage {
         mut record: BaseRecord<'_, [u8], [u8], usize>,
         abandon: &CancellationToken,
     ) -> Result<Result<(), RdKafkaError>, Stopping> {
-        loop {
+        let deliveries = self.producer.context();
+        let bytes = budget_bytes(record.key, record.payload);
+        let mut waited: Option<Instant> = None;
+        let result = loop {
+            // The process's budget first: while the broker is slow or away,
+            // the stage waits here instead of buffering without bound.
+            if !deliveries.take(bytes) {
+                if abandon.is_cancelled() {
+                    break Err(Stopping);
+                }
+                waited.get_or_insert_with(Instant::now);
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
             match self.producer.send(record) {
-                Ok(()) => return Ok(Ok(())),
-                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    if abandon.is_cancelled() {
-                        return Err(Stopping);
+                Ok(()) => break Ok(Ok(())),
+                Err((e, r)) => {
+                    deliveries.release(bytes);
+                    if e != RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) {
+                        break Ok(Err(e));
                     }
+                    if abandon.is_cancelled() {
+                        break Err(Stopping);
+                    }
+                    waited.get_or_insert_with(Instant::now);
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) => return Ok(Err(e)),
             }
+        };
+        if let Some(since) = waited {
+            StageMetrics::add(
+                &self.metrics.backpressure_ms,
+                since.elapsed().as_millis() as u64,
+            );
         }
+        result
     }
 
     /// Applies the broker's acknowledgements, handles the records it

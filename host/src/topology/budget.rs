@@ -1,0 +1,97 @@
+//! One memory budget for what every stage has handed its producer and the
+//! broker has not acknowledged yet.
+//!
+//! Each stage has a producer of its own, so per-producer queue limits add
+//! up: ten stages with librdkafka's defaults could hold gigabytes while the
+//! broker is away. The budget is shared instead. A stage takes from it
+//! before it enqueues a record and the producer's delivery callback gives
+//! it back, so a stage whose records wait simply stops taking new batches
+//! (backpressure); nothing is dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes (keys and values) enqueued and not yet acknowledged, across the
+/// stages of one process.
+#[derive(Debug)]
+pub struct Budget {
+    limit: AtomicU64,
+    used: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Budget {
+        Budget {
+            limit: AtomicU64::new(limit),
+            used: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes if they fit. A record larger than the whole budget
+    /// still goes through once nothing else is outstanding, so no record
+    /// can be stuck for being large. Stages race between the check and the
+    /// add, so the budget can be overshot by one record per stage.
+    pub fn try_take(&self, n: u64) -> bool {
+        let used = self.used.load(Ordering::Relaxed);
+        if used > 0 && used.saturating_add(n) > self.limit() {
+            return false;
+        }
+        self.used.fetch_add(n, Ordering::Relaxed);
+        true
+    }
+
+    pub fn give_back(&self, n: u64) {
+        // Saturating, so a bookkeeping slip can never wrap into a budget
+        // that is full for ever.
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::new(crate::config::DEFAULT_MAX_BUFFERED_BYTES as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_budget_admits_nothing_until_bytes_come_back() {
+        let b = Budget::new(100);
+        assert!(b.try_take(60));
+        assert!(b.try_take(40));
+        assert!(!b.try_take(1), "full");
+        b.give_back(40);
+        assert!(b.try_take(30));
+        assert!(!b.try_take(11));
+        assert_eq!(b.used(), 90);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_budget_goes_alone() {
+        let b = Budget::new(100);
+        assert!(b.try_take(500), "nothing outstanding");
+        assert!(!b.try_take(1));
+        b.give_back(500);
+        assert_eq!(b.used(), 0);
+        b.give_back(7);
+        assert_eq!(b.used(), 0, "never below zero");
+    }
+}
