@@ -1,8 +1,6 @@
 //! The headers a dead-lettered record carries, so an operator can tell what
 //! failed, where, and why without the host's logs.
 
-use std::borrow::Cow;
-
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
@@ -17,11 +15,6 @@ pub const SOURCE_OFFSET: &str = "weir.source.offset";
 /// to publish: the value's size in bytes. The original is still in its
 /// input topic, at the `weir.source.*` coordinates.
 pub const ORIGINAL_SIZE: &str = "weir.original.size";
-
-/// The longest `weir.error` weir writes: a reason is for a person to read,
-/// and a plugin must not be able to make a dead letter too large to
-/// publish by rejecting with a long one.
-pub const MAX_REASON_BYTES: usize = 1024;
 
 /// The value of `weir.error.kind` for a message the plugin rejected.
 pub const KIND_PLUGIN_ERROR: &str = "plugin_error";
@@ -55,7 +48,10 @@ pub fn headers(
     }
     let partition = msg.partition().to_string();
     let offset = msg.offset().to_string();
-    let reason = capped(reason, MAX_REASON_BYTES);
+    // Every reason is cut where it is made; this also covers the host's
+    // own (which name topics and broker errors), so a dead letter can
+    // never be made too large to publish by its reason.
+    let reason = crate::wasm::cap_reason(reason);
     for (key, value) in [
         (ERROR, reason.as_ref()),
         (ERROR_KIND, kind),
@@ -81,37 +77,4 @@ pub fn without_value(headers: OwnedHeaders, size: usize) -> OwnedHeaders {
         key: ORIGINAL_SIZE,
         value: Some(size.as_str()),
     })
-}
-
-/// `reason` cut to at most `max` bytes on a character boundary, saying how
-/// much was cut.
-pub fn capped(reason: &str, max: usize) -> Cow<'_, str> {
-    if reason.len() <= max {
-        return Cow::Borrowed(reason);
-    }
-    // Room for the marker, so the result stays within `max`.
-    let mut end = max.saturating_sub(32);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    Cow::Owned(format!(
-        "{}... ({} bytes cut)",
-        &reason[..end],
-        reason.len() - end
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_long_reason_is_cut_on_a_character_boundary_within_the_cap() {
-        assert_eq!(capped("short", 1024), "short");
-        let long = "é".repeat(2 << 20);
-        let cut = capped(&long, MAX_REASON_BYTES);
-        assert!(cut.len() <= MAX_REASON_BYTES, "{}", cut.len());
-        assert!(cut.ends_with("bytes cut)"), "{cut}");
-        assert!(cut.starts_with("éé"));
-    }
 }

@@ -42,7 +42,7 @@ const TIMEOUT_RETRIES: u32 = 2;
 /// How long re-reading an input for its dead letter may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for weir's and the original headers on top of a record's key and
-/// value (a reason is capped at [`dead_letter::MAX_REASON_BYTES`]).
+/// value (a reason is capped at [`crate::wasm::MAX_REASON_BYTES`]).
 const HEADER_ALLOWANCE: usize = 64 << 10;
 
 /// The largest record a stage may write: an output as large as its limits
