@@ -79,6 +79,10 @@ pub struct Stage {
     /// The live instance; `None` after a failed call, until the next call
     /// makes a fresh one.
     instance: Option<Instance>,
+    /// Why a fresh instance could not be made, if it could not: the host
+    /// failing, not the message, so the stage stops instead of failing
+    /// message after message through `on_error`.
+    cannot_instantiate: Option<String>,
     consumer: Arc<BaseConsumer>,
     producer: StageProducer,
     clients: KafkaClients,
@@ -132,6 +136,7 @@ impl Stage {
             runtime,
             plugin,
             instance: Some(instance),
+            cannot_instantiate: None,
             consumer: Arc::new(consumer),
             producer,
             clients,
@@ -358,6 +363,15 @@ impl Stage {
                 .filter(|m| payload_size(m) <= limit)
                 .collect();
             let results = (!admitted.is_empty()).then(|| self.process(topic, partition, &admitted));
+            if let Some(why) = self.cannot_instantiate.take() {
+                return Err(StageError::Failed(TopologyError::StageFailed {
+                    stage: self.config.name.clone(),
+                    reason: format!(
+                        "cannot make a fresh plugin instance: {why}; this is not a failure of \
+                         the message, so on_error does not apply"
+                    ),
+                }));
+            }
             let mut admitted_fates = results
                 .as_ref()
                 .map(|r| fates(r, admitted.len()))
@@ -453,10 +467,14 @@ impl Stage {
                 StageMetrics::add(&self.metrics.instance_restarts, 1);
                 self.runtime
                     .instantiate(&self.plugin, &self.ctx)
-                    .map_err(|e| CallError {
-                        stage: self.config.name.clone(),
-                        kind: CallErrorKind::Trap,
-                        message: e.to_string(),
+                    .map_err(|e| {
+                        let message = crate::wasm::cap_reason(&e.to_string()).into_owned();
+                        self.cannot_instantiate.get_or_insert(message.clone());
+                        CallError {
+                            stage: self.config.name.clone(),
+                            kind: CallErrorKind::Trap,
+                            message,
+                        }
                     })?
             }
         };
