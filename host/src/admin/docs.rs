@@ -2,17 +2,66 @@
 //! renders it and sends requests, both compiled into the binary so they
 //! work with no network.
 
+use std::sync::LazyLock;
+
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
+use serde_json::Value;
+
+use super::AdminState;
 
 /// The OpenAPI 3.1 document of the admin API, kept by hand beside the
 /// router; the tests hold the two together, and the integration tests check
-/// every answer they get against it.
+/// every answer they get against it. As written it describes weir with
+/// `WEIR_ADMIN_TOKEN` set; [`document`] gives the one for each mode.
 pub const OPENAPI: &str = include_str!("openapi.json");
 const PAGE: &str = include_str!("docs.html");
 
-pub async fn openapi() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], OPENAPI)
+/// Served when no token is set: the same operations with no security
+/// requirement, no bearer scheme and no 401, since then none is asked for
+/// and none is ever answered.
+static WITHOUT_TOKEN: LazyLock<String> = LazyLock::new(|| document(false).to_string());
+
+/// The document as true for a weir with (`token_set`) or without a token.
+pub fn document(token_set: bool) -> Value {
+    let mut doc: Value = serde_json::from_str(OPENAPI).unwrap_or_default();
+    if token_set {
+        return doc;
+    }
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for operation in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(Value::as_object_mut)
+        {
+            operation.remove("security");
+            if let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            {
+                responses.remove("401");
+            }
+        }
+    }
+    if let Some(components) = doc["components"].as_object_mut() {
+        components.remove("securitySchemes");
+    }
+    doc["info"]["description"] = Value::String(format!(
+        "{} This weir has no token set: it listens on loopback and no operation asks for one.",
+        doc["info"]["description"].as_str().unwrap_or_default()
+    ));
+    doc
+}
+
+pub async fn openapi(State(state): State<AdminState>) -> impl IntoResponse {
+    let body = if state.inner.token.is_some() {
+        OPENAPI
+    } else {
+        WITHOUT_TOKEN.as_str()
+    };
+    ([(CONTENT_TYPE, "application/json")], body)
 }
 
 pub async fn page() -> impl IntoResponse {
@@ -166,5 +215,67 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(spec()["openapi"], "3.1.0");
+    }
+
+    async fn served(state: AdminState) -> Value {
+        let response = router(state)
+            .oneshot(
+                Request::get("/api-docs/openapi.json")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// Every operation's (security, documents 401) pair.
+    fn auth_of(doc: &Value) -> Vec<(String, bool, bool)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                out.push((
+                    format!("{} {path}", method.to_uppercase()),
+                    op.get("security").is_some(),
+                    op["responses"].get("401").is_some(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// With a token, every POST declares the bearer requirement and its
+    /// 401; without one, nothing does, since nothing is asked.
+    #[tokio::test]
+    async fn the_served_document_says_what_auth_each_mode_needs() {
+        let with = served(test_state().with_token(Some("s3cret".into()))).await;
+        assert_eq!(with, spec());
+        assert!(with["components"]["securitySchemes"]["bearer"].is_object());
+        for (op, security, unauthorized) in auth_of(&with) {
+            let post = op.starts_with("POST ");
+            assert_eq!((security, unauthorized), (post, post), "{op}");
+        }
+
+        let without = served(test_state()).await;
+        assert!(without["components"].get("securitySchemes").is_none());
+        for (op, security, unauthorized) in auth_of(&without) {
+            assert_eq!((security, unauthorized), (false, false), "{op}");
+        }
+        assert!(
+            without["info"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("no token set")
+        );
+        // Otherwise the same document.
+        assert_eq!(auth_of(&with).len(), auth_of(&without).len());
+        assert_eq!(
+            with["components"]["schemas"],
+            without["components"]["schemas"]
+        );
     }
 }

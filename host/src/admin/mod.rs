@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -313,7 +313,7 @@ async fn stages(State(state): State<AdminState>) -> Json<Vec<StageStatus>> {
 
 async fn stage(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    run::Segments(name): run::Segments<String>,
 ) -> Result<Json<StageStatus>, AppError> {
     let info = state
         .stages()

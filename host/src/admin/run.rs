@@ -1,49 +1,89 @@
 //! Run control, load, state and Prometheus endpoints.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{AdminState, AppError};
+use crate::control::de::{self, Object};
 use crate::control::{FaultProfile, FieldError, RunControl, StartRequest, parse_scenario};
 use crate::generate::Scenario;
 use crate::state::Scope;
 use crate::topology::replay::{ReplayError, ReplayOutcome};
 
-/// `Json<T>`, but a body that does not parse gets 422 naming what is wrong.
+/// `Json<T>` from a JSON object only, and a body that does not parse gets
+/// 422 naming what is wrong.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(rejection) => Err(AppError::Invalid(vec![FieldError {
-                field: field_of(&rejection),
-                message: rejection.body_text(),
-            }])),
+        match Json::<Object<T>>::from_request(req, state).await {
+            Ok(Json(Object(v))) => Ok(Body(v)),
+            Err(rejection) => Err(invalid(rejection.body_text(), "body")),
         }
     }
 }
 
-/// The field serde names in its message (`missing field `x``, `unknown
-/// field `x``), or the path axum puts before it (`fault.latency_ms: invalid
-/// type ...`), else `body`.
-fn field_of(rejection: &JsonRejection) -> String {
-    field_in(&rejection.body_text())
+/// `Query<T>`, but a query string that does not parse gets the same JSON
+/// 422 as a bad body rather than axum's plain-text 400.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(rejection) => Err(invalid(rejection.body_text(), "query")),
+        }
+    }
 }
 
-fn field_in(text: &str) -> String {
-    const PREFIX: &str = "Failed to deserialize the JSON body into the target type: ";
-    let detail = text.strip_prefix(PREFIX).unwrap_or(text);
-    let named = detail
-        .split('`')
-        .nth(1)
-        .filter(|_| detail.starts_with("missing field `") || detail.starts_with("unknown field `"));
+/// `Path<T>`, with a segment that does not decode (percent-encoded bytes
+/// that are not UTF-8) answered like a bad body too.
+pub struct Segments<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segments<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Segments(v)),
+            Err(rejection) => Err(invalid(rejection.body_text(), "path")),
+        }
+    }
+}
+
+/// A 422 for `message`, naming the field it is about (else `whole`).
+fn invalid(message: String, whole: &str) -> AppError {
+    AppError::Invalid(vec![FieldError {
+        field: field_in(&message, whole),
+        message,
+    }])
+}
+
+/// The field serde names in its message (`missing field `x``, `unknown
+/// field `x``), or the path axum puts before it (`fault.latency_ms: invalid
+/// type ...`), else `whole`.
+fn field_in(text: &str, whole: &str) -> String {
+    const PREFIXES: [&str; 2] = [
+        "Failed to deserialize the JSON body into the target type: ",
+        "Failed to deserialize query string: ",
+    ];
+    let detail = PREFIXES
+        .iter()
+        .find_map(|p| text.strip_prefix(p))
+        .unwrap_or(text);
+    let named = detail.split('`').nth(1).filter(|_| {
+        ["missing field `", "unknown field `", "duplicate field `"]
+            .iter()
+            .any(|p| detail.starts_with(p))
+    });
     if let Some(name) = named {
         return name.to_string();
     }
@@ -51,7 +91,7 @@ fn field_in(text: &str) -> String {
         Some((path, _)) if !path.is_empty() && !path.contains(' ') && path != "." => {
             path.to_string()
         }
-        _ => "body".to_string(),
+        _ => whole.to_string(),
     }
 }
 
@@ -107,15 +147,17 @@ pub async fn fault(
     Ok(Json(super::full_status(&state)))
 }
 
+// Every field may be left out, none may be `null`: the document says so,
+// and `null` meaning "default" would be a second way to say it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProduceRequest {
-    #[serde(rename = "orderId", default)]
+    #[serde(rename = "orderId", default, deserialize_with = "de::present")]
     pub order_id: Option<String>,
-    #[serde(default)]
-    pub items: Option<Value>,
+    #[serde(default, deserialize_with = "de::present")]
+    pub items: Option<Vec<Map<String, Value>>>,
     /// Defaults to the current run's scenario, else `orders`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::present")]
     pub scenario: Option<String>,
 }
 
@@ -144,18 +186,17 @@ pub async fn produce(
     let req: ProduceRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ProduceRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            let message = e.to_string();
-            AppError::Invalid(vec![FieldError {
-                field: field_in(&message),
-                message,
-            }])
-        })?
+        Json::<Object<ProduceRequest>>::from_bytes(&body)
+            .map(|Json(Object(req))| req)
+            .map_err(|rejection| invalid(rejection.body_text(), "body"))?
     };
+    let items = req
+        .items
+        .map(|items| Value::Array(items.into_iter().map(Value::Object).collect()));
     let control = control(&state)?;
     let scenario = scenario_of(req.scenario.as_deref(), control)?;
     let event = control
-        .produce_one(scenario, req.order_id, req.items)
+        .produce_one(scenario, req.order_id, items)
         .await
         .map_err(AppError::Internal)?;
     let value: Value = serde_json::from_slice(&event.value).unwrap_or(Value::Null);
@@ -169,9 +210,9 @@ pub async fn produce(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadTestRequest {
-    #[serde(default = "default_count")]
+    #[serde(default = "default_count", deserialize_with = "de::whole")]
     pub count: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::present")]
     pub scenario: Option<String>,
 }
 
@@ -223,9 +264,15 @@ pub struct StateQuery {
 /// serves its own, as Kafka Streams' interactive queries do.
 pub async fn state_value(
     State(state): State<AdminState>,
-    Path((stage, key)): Path<(String, String)>,
-    Query(q): Query<StateQuery>,
+    Segments((stage, key)): Segments<(String, String)>,
+    Params(q): Params<StateQuery>,
 ) -> Result<Json<Value>, AppError> {
+    if let Some(p) = q.partition.filter(|p| *p < 0) {
+        return Err(AppError::Invalid(vec![FieldError {
+            field: "partition".into(),
+            message: format!("must be >= 0, got {p}"),
+        }]));
+    }
     if !state.stages().iter().any(|s| s.name == stage) {
         return Err(AppError::NotFound(format!("no stage named {stage:?}")));
     }
@@ -350,8 +397,169 @@ mod tests {
                 "EOF while parsing a value at line 1 column 0".to_string(),
                 "body",
             ),
+            (
+                "Failed to deserialize query string: partition: invalid digit found in string"
+                    .to_string(),
+                "partition",
+            ),
+            (
+                "Failed to deserialize query string: duplicate field `partition`".to_string(),
+                "partition",
+            ),
         ] {
-            assert_eq!(field_in(&text), field, "{text}");
+            assert_eq!(field_in(&text, "body"), field, "{text}");
+        }
+    }
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use crate::admin::router;
+    use crate::admin::tests::test_state;
+
+    /// Status and JSON body (`Null` if not JSON) of `method uri` with `body`.
+    async fn send(method: &str, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = router(test_state()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// The fields a 422 names.
+    fn fields(body: &serde_json::Value) -> Vec<&str> {
+        body["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["field"].as_str())
+            .collect()
+    }
+
+    // The test state has no run control: a body that gets past parsing
+    // and validation is answered 503, one that does not is answered 422.
+
+    #[tokio::test]
+    async fn null_is_refused_where_the_document_does_not_allow_it() {
+        for (uri, body, field) in [
+            (
+                "/api/v1/start",
+                r#"{"rate_per_sec": 1, "scenario": "f1", "fault": null}"#,
+                "fault",
+            ),
+            ("/api/v1/load-test", r#"{"scenario": null}"#, "scenario"),
+            ("/api/v1/produce", r#"{"orderId": null}"#, "orderId"),
+            ("/api/v1/produce", r#"{"items": null}"#, "items"),
+            ("/api/v1/produce", r#"{"scenario": null}"#, "scenario"),
+            ("/api/v1/fault", r#"{"fault": null}"#, "fault"),
+        ] {
+            let (code, json) = send("POST", uri, body).await;
+            assert_eq!(
+                code,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{uri} {body}: {json}"
+            );
+            assert_eq!(fields(&json), vec![field], "{uri} {body}: {json}");
+        }
+        // Where the document allows null, it still means "default".
+        let (code, json) = send(
+            "POST",
+            "/api/v1/start",
+            r#"{"rate_per_sec": 1, "scenario": "f1", "max_messages": null,
+                "bootstrap_servers": null, "topic_prefix": null}"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    }
+
+    #[tokio::test]
+    async fn arrays_are_not_objects() {
+        for (uri, body, field) in [
+            ("/api/v1/fault", r#"{"fault": []}"#, "fault"),
+            ("/api/v1/fault", r#"{"fault": [0, 0.5, 0.5, 0]}"#, "fault"),
+            (
+                "/api/v1/start",
+                r#"{"rate_per_sec": 1, "scenario": "f1", "fault": []}"#,
+                "fault",
+            ),
+            ("/api/v1/load-test", "[]", "body"),
+            ("/api/v1/start", r#"[1, "f1"]"#, "body"),
+            ("/api/v1/replay", r#"["degradation"]"#, "body"),
+            ("/api/v1/produce", "[]", "body"),
+            (
+                "/api/v1/produce",
+                r#"{"items": [[null, null]]}"#,
+                "items[0]",
+            ),
+            ("/api/v1/produce", r#"{"items": {"sku": "x"}}"#, "items"),
+        ] {
+            let (code, json) = send("POST", uri, body).await;
+            assert_eq!(
+                code,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{uri} {body}: {json}"
+            );
+            assert_eq!(fields(&json), vec![field], "{uri} {body}: {json}");
+        }
+    }
+
+    #[tokio::test]
+    async fn integral_floats_are_integers() {
+        for (uri, body) in [
+            ("/api/v1/load-test", r#"{"count": 97.0}"#),
+            (
+                "/api/v1/start",
+                r#"{"rate_per_sec": 97.0, "scenario": "f1", "max_messages": 146973.0,
+                    "fault": {"latency_ms": 5.0, "slow_consumer_ms": 0.0}}"#,
+            ),
+            ("/api/v1/fault", r#"{"fault": {"latency_ms": 97.0}}"#),
+        ] {
+            let (code, json) = send("POST", uri, body).await;
+            assert_eq!(
+                code,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{uri} {body}: {json}"
+            );
+        }
+        let (code, json) = send("POST", "/api/v1/load-test", r#"{"count": 97.5}"#).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
+        assert_eq!(fields(&json), vec!["count"]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_query_string_or_path_is_a_json_422() {
+        for (uri, field) in [
+            (
+                "/api/v1/stages/degradation/state/k?partition=x",
+                "partition",
+            ),
+            (
+                "/api/v1/stages/degradation/state/k?partition=null&partition=null",
+                "partition",
+            ),
+            (
+                "/api/v1/stages/degradation/state/k?partition=99999999999",
+                "partition",
+            ),
+            (
+                "/api/v1/stages/degradation/state/k?partition=-1",
+                "partition",
+            ),
+            ("/api/v1/stages/degradation/state/%FF", "path"),
+            ("/api/v1/stages/%FF", "path"),
+        ] {
+            let (code, json) = send("GET", uri, "").await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {json}");
+            assert_eq!(fields(&json), vec![field], "{uri}: {json}");
         }
     }
 }

@@ -1,13 +1,20 @@
 //! Seed 000's fault profile, applied live.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
 
-use super::FieldError;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::{FieldError, de};
+
+// `remote = "Self"` turns the derives into inherent functions, which the
+// trait impls below wrap: reading must refuse what the derive accepts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct FaultProfile {
     /// Sleep before each generated publish.
+    #[serde(deserialize_with = "de::whole")]
     pub latency_ms: u64,
     /// Share of generated events not published at all.
     pub drop_probability: f64,
@@ -16,7 +23,34 @@ pub struct FaultProfile {
     pub duplicate_ratio: f64,
     /// Sleep per consumed message in every stage (seed 002's
     /// `CONSUMER_THROTTLE_MS`).
+    #[serde(deserialize_with = "de::whole")]
     pub slow_consumer_ms: u64,
+}
+
+impl Serialize for FaultProfile {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        FaultProfile::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for FaultProfile {
+    /// An object only: the derive alone also reads a struct from an array
+    /// (`[]` would mean "all off"), which the document does not allow.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = FaultProfile;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of fault settings")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FaultProfile, A::Error> {
+                FaultProfile::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
 }
 
 impl FaultProfile {
@@ -90,6 +124,30 @@ mod tests {
             ]
         );
         assert!(FaultProfile::default().validate("").is_empty());
+    }
+
+    #[test]
+    fn only_an_object_is_a_fault_profile() {
+        let parse = |json: &str| serde_json::from_str::<FaultProfile>(json);
+        let p = parse(r#"{"latency_ms": 97.0, "duplicate_ratio": 0.5}"#).unwrap();
+        assert_eq!((p.latency_ms, p.duplicate_ratio), (97, 0.5));
+        assert_eq!(parse("{}").unwrap(), FaultProfile::default());
+        for bad in [
+            "[]",
+            "[1, 0.5, 0.5, 1]",
+            "null",
+            r#"{"latency_ms": 1.5}"#,
+            r#"{"x": 1}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad} was accepted");
+        }
+        let p = FaultProfile {
+            slow_consumer_ms: 5,
+            ..FaultProfile::default()
+        };
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["slow_consumer_ms"], 5);
+        assert_eq!(serde_json::from_value::<FaultProfile>(json).unwrap(), p);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! scenario generators, and live fault injection (seed 000's contract,
 //! generalised).
 
+pub mod de;
 mod faults;
 mod producer;
 
@@ -30,13 +31,13 @@ pub struct StartRequest {
     #[serde(default)]
     pub bootstrap_servers: Option<String>,
     pub rate_per_sec: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::whole_or_null")]
     pub max_messages: Option<u64>,
     /// `f1`, `fleet`, `orders`, `cbad`, or `none` (stages only).
     pub scenario: String,
     #[serde(default)]
     pub topic_prefix: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::present")]
     pub fault: Option<FaultProfile>,
 }
 
@@ -456,7 +457,13 @@ impl RunControl {
         let mut generator = generate::generator(scenario, &self.settings(&run_id, 0x10ad));
         let started = Instant::now();
         let before = publisher.counters().produced;
-        for _ in 0..count {
+        for i in 0..count {
+            // `send` only waits when the queue is full: without a yield, a
+            // large load test holds its worker thread, and the admin API and
+            // the stages sharing it stall until it ends.
+            if i % 1024 == 1023 {
+                tokio::task::yield_now().await;
+            }
             let event = generator.next(now_ms());
             let topic = self.topic(event.destination);
             publisher.send(&topic, &event).await?;
