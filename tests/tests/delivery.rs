@@ -2,9 +2,11 @@
 //! pipeline, on the real broker: records of any size a stage accepts are
 //! dead-lettered (without their value when it cannot be published), an
 //! output topic that refuses a record for good has the input dead-lettered
-//! with kind `produce_error` while commits move on; and a stage rebuilt by a
-//! reload delivers everything it owes before its replacement reads on
-//! (on the mock cluster, which can take one topic's leader away).
+//! with kind `produce_error` while commits move on. On the mock cluster,
+//! which can take one topic's leader away or refuse requests: a stage
+//! rebuilt by a reload delivers everything it owes before its replacement
+//! reads on, and a topic that refuses every write stops the stage even
+//! with `on_error = "skip"`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use weir_integration_tests::*;
@@ -408,4 +411,102 @@ async fn a_rebuilt_stage_delivers_what_it_owes_before_its_replacement_reads() {
     assert_eq!(answered.len(), TOTAL);
     shutdown.cancel();
     weir.await.unwrap().expect("clean shutdown");
+}
+
+/// On the mock cluster, whose produce requests can be made to fail: a
+/// topic the stage is not authorized to write is not the message's fault,
+/// so even `on_error = "skip"` must not drop the messages behind it. The
+/// stage stops with the topic and the cause, and commits nothing past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_failure_stops_the_stage_even_with_on_error_skip() {
+    init_tracing();
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for topic in ["in", "out", "dlq"] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    for i in 0..10 {
+        producer
+            .send(
+                FutureRecord::to("in")
+                    .key(&format!("k{i}"))
+                    .payload(&format!("v{i}")),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    // Every produce request from here on is refused.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 100],
+    );
+    let toml = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[[topic]]
+name = "in"
+[[topic]]
+name = "out"
+[[topic]]
+name = "dlq"
+[[stage]]
+name = "pass"
+plugin = "{passthrough}"
+inputs = ["in"]
+outputs = {{ default = "out" }}
+dead_letter = "dlq"
+on_error = "skip"
+"#,
+        passthrough = weir_test_programs::PASSTHROUGH,
+    );
+    let config = pipeline(&toml, &[]);
+    let ended = tokio::time::timeout(
+        SETTLE,
+        weir::app::run(
+            config,
+            bootstrap.clone(),
+            false,
+            weir::app::RunOptions {
+                watch: false,
+                drain_timeout: Duration::from_secs(1),
+                ..weir::app::RunOptions::default()
+            },
+            tokio_util::sync::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the stage stopped by itself");
+    let err = format!(
+        "{:#}",
+        ended.expect_err("a platform failure stops the pipeline")
+    );
+    assert!(
+        err.contains("cannot publish to out")
+            && err.contains("TopicAuthorizationFailed")
+            && err.contains("on_error does not apply"),
+        "{err}"
+    );
+    // Nothing was committed: after the permissions are fixed, every
+    // message is processed.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "weir.pass")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("in", 0);
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let offset = committed.elements()[0].offset();
+    assert!(
+        matches!(offset, Offset::Invalid | Offset::Offset(0)),
+        "committed {offset:?}"
+    );
 }

@@ -266,8 +266,9 @@ impl Stage {
             }
         };
         // A failed stage commits what was acknowledged before the failure,
-        // and nothing after it.
-        let drained = self.drain(&mut ledger, &mut deliveries, &pipeline);
+        // and nothing after it; what it waits for may never come, so it
+        // waits no longer than a stopping process does.
+        let drained = self.drain(&mut ledger, &mut deliveries, &pipeline, result.is_err());
         let result = result.and(drained);
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(RdKafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -924,12 +925,13 @@ impl Stage {
     }
 
     /// On stop: waits for what is in flight; once the process is going
-    /// away, up to its drain timeout from then.
+    /// away (or the stage has failed), up to its drain timeout from then.
     fn drain(
         &mut self,
         ledger: &mut Ledger,
         scratch: &mut Vec<Delivery>,
         abandon: &CancellationToken,
+        failed: bool,
     ) -> Result<(), TopologyError> {
         let mut deadline = None;
         let mut waiting_since = Instant::now();
@@ -947,7 +949,7 @@ impl Stage {
                 );
                 waiting_since = Instant::now();
             }
-            if !abandon.is_cancelled() {
+            if !failed && !abandon.is_cancelled() {
                 continue;
             }
             if Instant::now()
