@@ -2,10 +2,12 @@
 # The whole test suite, on a fresh machine or a warm one:
 #   1. installs the wasm target the plugins need,
 #   2. checks formatting and lints,
-#   3. starts a real single-node Apache Kafka (KRaft, loopback) from jars
+#   3. installs the pinned schemathesis (PyPI) into ~/.cache/weir/venv for
+#      the admin API's fuzz test (cached after the first run),
+#   4. starts a real single-node Apache Kafka (KRaft, loopback) from jars
 #      fetched with Maven (cached after the first run),
-#   4. runs `cargo test --workspace` against it (build.rs builds the plugins),
-#   5. stops the broker, on failure too.
+#   5. runs `cargo test --workspace` against it (build.rs builds the plugins),
+#   6. stops the broker, on failure too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -38,6 +40,11 @@ if [ "${WEIR_SKIP_LINT:-0}" != 1 ]; then
   step "cargo clippy"
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
+
+step "schemathesis"
+WEIR_SCHEMATHESIS=$("$root/scripts/schemathesis.sh")
+export WEIR_SCHEMATHESIS
+echo "schemathesis at $WEIR_SCHEMATHESIS" >&2
 
 step "Apache Kafka"
 kafka_dir=$(mktemp -d "${TMPDIR:-/tmp}/weir-kafka.XXXXXX")
