@@ -533,6 +533,16 @@ mod tests {
         let (code, json) = send("POST", "/api/v1/load-test", r#"{"count": 97.5}"#).await;
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
         assert_eq!(fields(&json), vec!["count"]);
+        // The document's maximum for max_messages, and one past it.
+        for (max, code) in [
+            ("9007199254740991", StatusCode::SERVICE_UNAVAILABLE),
+            ("9007199254740991.0", StatusCode::SERVICE_UNAVAILABLE),
+            ("9007199254740992", StatusCode::UNPROCESSABLE_ENTITY),
+        ] {
+            let body = format!(r#"{{"rate_per_sec": 1, "scenario": "f1", "max_messages": {max}}}"#);
+            let (got, json) = send("POST", "/api/v1/start", &body).await;
+            assert_eq!(got, code, "{body}: {json}");
+        }
     }
 
     #[tokio::test]

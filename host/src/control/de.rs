@@ -139,6 +139,9 @@ mod tests {
     fn integral_floats_are_integers() {
         let b = parse(r#"{"count": 97.0, "cap": 3.0}"#).unwrap();
         assert_eq!((b.count, b.cap), (97, Some(3)));
+        // Read exactly, not as 1866686889007652.8.
+        let b = parse(r#"{"count": 1866686889007653.0}"#).unwrap();
+        assert_eq!(b.count, 1_866_686_889_007_653);
         assert_eq!(parse(r#"{"count": 97}"#).unwrap().count, 97);
         assert_eq!(parse(r#"{"cap": null}"#).unwrap().cap, None);
         for bad in [

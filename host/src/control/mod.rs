@@ -24,6 +24,10 @@ use crate::topology::StageControl;
 /// The highest `rate_per_sec` a generator accepts (seed 000 capped it at 50).
 pub const MAX_RATE: f64 = 200_000.0;
 
+/// The highest `max_messages`: 2^53 - 1, the largest integer a JSON number
+/// carries exactly whichever way a client writes it.
+pub const MAX_MESSAGES: u64 = (1 << 53) - 1;
+
 /// `POST /api/v1/start`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +81,12 @@ impl StartRequest {
             errors.push(FieldError {
                 field: "rate_per_sec".into(),
                 message: format!("must be > 0 and <= {MAX_RATE}, got {}", self.rate_per_sec),
+            });
+        }
+        if let Some(max) = self.max_messages.filter(|m| *m > MAX_MESSAGES) {
+            errors.push(FieldError {
+                field: "max_messages".into(),
+                message: format!("must be at most {MAX_MESSAGES}, got {max}"),
             });
         }
         if let Err(message) = parse_scenario(&self.scenario) {
