@@ -49,7 +49,7 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(clients: &KafkaClients) -> Result<Self, KafkaError> {
         Ok(Publisher {
-            producer: clients.producer(Counting::default(), 1_000_000, 262_144)?,
+            producer: clients.generator_producer(Counting::default())?,
         })
     }
 

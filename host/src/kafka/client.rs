@@ -116,8 +116,30 @@ impl KafkaClients {
         max_record_bytes: usize,
         queue_kb: usize,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
+        self.producer_with_timeout(context, max_record_bytes, queue_kb, 0)
+    }
+
+    /// The producer of the load generators and `produce`: like a stage's,
+    /// but a record still undelivered after 30 s fails (and is counted),
+    /// so that a generator pointed at an unreachable cluster gives up
+    /// instead of holding its queue for ever.
+    pub fn generator_producer<C: ProducerContext>(
+        &self,
+        context: C,
+    ) -> Result<ThreadedProducer<C>, KafkaError> {
+        self.producer_with_timeout(context, 1_000_000, 262_144, 30_000)
+    }
+
+    fn producer_with_timeout<C: ProducerContext>(
+        &self,
+        context: C,
+        max_record_bytes: usize,
+        queue_kb: usize,
+        timeout_ms: u64,
+    ) -> Result<ThreadedProducer<C>, KafkaError> {
         let max = max_record_bytes.clamp(1_000_000, 1_000_000_000).to_string();
         let queue_kb = queue_kb.clamp(1024, 2_097_151).to_string();
+        let timeout_ms = timeout_ms.to_string();
         self.config(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -125,7 +147,7 @@ impl KafkaClients {
             ("linger.ms", "5"),
             ("batch.num.messages", "10000"),
             ("queue.buffering.max.kbytes", &queue_kb),
-            ("message.timeout.ms", "0"),
+            ("message.timeout.ms", &timeout_ms),
             ("message.max.bytes", &max),
         ])
         .create_with_context(context)

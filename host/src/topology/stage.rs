@@ -254,7 +254,7 @@ impl Stage {
             }
             let batch = self.next_batch(&consumer);
             if !batch.is_empty() {
-                match self.handle(&batch, &mut ledger, &pipeline) {
+                match self.handle(&batch, &mut ledger, &stop, &pipeline) {
                     Ok(()) => {}
                     Err(StageError::Stopping) => break Ok(()),
                     Err(StageError::Failed(e)) => break Err(e),
@@ -325,14 +325,23 @@ impl Stage {
         &mut self,
         messages: &[BorrowedMessage<'_>],
         ledger: &mut Ledger,
+        stop: &CancellationToken,
         abandon: &CancellationToken,
     ) -> Result<(), StageError> {
-        // The slow-consumer fault: a sleep per consumed message.
+        // The slow-consumer fault: a sleep per consumed message, in slices,
+        // so that a stop or a cleared fault does not wait it out.
         let slow = self.control.slow_consumer_ms.load(Ordering::Relaxed);
         if slow > 0 {
-            std::thread::sleep(Duration::from_millis(
-                slow.saturating_mul(messages.len() as u64),
-            ));
+            let until =
+                Instant::now() + Duration::from_millis(slow.saturating_mul(messages.len() as u64));
+            while !stop.is_cancelled() && self.control.slow_consumer_ms.load(Ordering::Relaxed) > 0
+            {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                std::thread::sleep((until - now).min(IDLE_POLL));
+            }
         }
         let started = Instant::now();
         StageMetrics::add(&self.metrics.consumed, messages.len() as u64);
