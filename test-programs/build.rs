@@ -67,6 +67,11 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
+    // The workspace manifest and lock file decide the plugins' dependencies
+    // and their features.
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
     println!("cargo:rerun-if-changed=build.rs");
 
     // A target dir of its own: the outer cargo holds the lock on `target/`.
