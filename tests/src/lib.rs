@@ -62,8 +62,18 @@ pub fn pipeline(toml: &str, env: &[(&str, &str)]) -> PipelineConfig {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    parse_pipeline(toml, &env)
+}
+
+/// [`pipeline`] on the test broker, with the topic prefix and consumer
+/// group of [`test_env`].
+pub fn test_pipeline(toml: &str, prefix: &str, group: &str) -> PipelineConfig {
+    parse_pipeline(toml, &test_env(prefix, group))
+}
+
+fn parse_pipeline(toml: &str, env: &HashMap<String, String>) -> PipelineConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.test.toml");
-    weir::config::parse(&path, toml, &env).unwrap_or_else(|e| panic!("{e}"))
+    weir::config::parse(&path, toml, env).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A pipeline running in this process against the test broker.

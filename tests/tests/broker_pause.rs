@@ -115,10 +115,8 @@ async fn a_paused_broker_loses_nothing_and_weir_stays_up() {
     let pid = broker_pid();
     let prefix = unique_prefix("pause");
     let group = unique_prefix("group");
-    let env = test_env(&prefix, &group);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let admin = free_local_addr();
-    let weir = Weir::start(pipeline(&pipeline_toml(admin), &env));
+    let weir = Weir::start(test_pipeline(&pipeline_toml(admin), &prefix, &group));
     let (input, out, big, dlq) = (
         format!("{prefix}.in"),
         format!("{prefix}.out"),

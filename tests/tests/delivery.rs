@@ -89,9 +89,7 @@ dedup_window = 0
 "#,
         degradation = weir_test_programs::F1_DEGRADATION,
     );
-    let env = test_env(&prefix, &group);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let weir = Weir::start(pipeline(&toml, &env));
+    let weir = Weir::start(test_pipeline(&toml, &prefix, &group));
     let (raw, analytics, dlq) = (
         format!("{prefix}.raw"),
         format!("{prefix}.analytics"),
@@ -175,9 +173,7 @@ dead_letter = "{{prefix}}.dlq"
 "#,
         passthrough = weir_test_programs::PASSTHROUGH,
     );
-    let env = test_env(&prefix, &group);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let weir = Weir::start(pipeline(&toml, &env));
+    let weir = Weir::start(test_pipeline(&toml, &prefix, &group));
     let (input, out, dlq) = (
         format!("{prefix}.in"),
         format!("{prefix}.out"),

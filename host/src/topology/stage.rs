@@ -691,15 +691,29 @@ impl Stage {
             Err(e) => return Err(StageError::Failed(self.dead_letter_refused(m, &e))),
         };
         tracing::warn!(stage = self.config.name, topic = m.topic(), partition = m.partition(), offset = m.offset(), size = payload_len(m), error = %error, "dead letter sent without its value");
+        let headers = dead_letter::headers(m, &self.config.name, &self.plugin.digest, kind, reason);
+        self.dead_letter_without_value(m, m, headers, tag, abandon)
+            .map(|()| 1)
+    }
+
+    /// Sends `letter` (a dead letter, or the message it is made of) to the
+    /// dead-letter topic without its value, which was too large to publish,
+    /// with `headers` and the value's size; `input` names the message in
+    /// the error if the topic refuses even that.
+    fn dead_letter_without_value(
+        &self,
+        letter: &impl Message,
+        input: &impl Message,
+        headers: OwnedHeaders,
+        tag: Tag,
+        abandon: &CancellationToken,
+    ) -> Result<(), StageError> {
         StageMetrics::add(&self.metrics.dead_letters_without_value, 1);
-        let headers = dead_letter::without_value(
-            dead_letter::headers(m, &self.config.name, &self.plugin.digest, kind, reason),
-            payload_len(m),
-        );
-        let record = dead_letter_record(&self.config.dead_letter, tag, m, None, headers);
+        let headers = dead_letter::without_value(headers, payload_len(letter));
+        let record = dead_letter_record(&self.config.dead_letter, tag, letter, None, headers);
         match self.send(record, abandon)? {
-            Ok(()) => Ok(1),
-            Err(e) => Err(StageError::Failed(self.dead_letter_refused(m, &e))),
+            Ok(()) => Ok(()),
+            Err(e) => Err(StageError::Failed(self.dead_letter_refused(input, &e))),
         }
     }
 
@@ -864,17 +878,11 @@ impl Stage {
             if refusal != Refusal::TooLarge || record.payload().is_none() {
                 return Err(self.dead_letter_refused(&input, error));
             }
-            StageMetrics::add(&self.metrics.dead_letters_without_value, 1);
-            let headers = dead_letter::without_value(
-                record.headers().cloned().unwrap_or_else(OwnedHeaders::new),
-                payload_len(record),
-            );
-            let again = dead_letter_record(&self.config.dead_letter, tag, record, None, headers);
-            return match self.send(again, abandon) {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(self.dead_letter_refused(&input, &e)),
+            let headers = record.headers().cloned().unwrap_or_else(OwnedHeaders::new);
+            return match self.dead_letter_without_value(record, &input, headers, tag, abandon) {
                 // Stopping: the input is consumed again after a restart.
-                Err(Stopping) => Ok(()),
+                Ok(()) | Err(StageError::Stopping) => Ok(()),
+                Err(StageError::Failed(e)) => Err(e),
             };
         }
         if !refusal.is_the_records() {
