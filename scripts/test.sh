@@ -6,8 +6,10 @@
 #      the admin API's fuzz test (cached after the first run),
 #   4. starts a real single-node Apache Kafka (KRaft, loopback) from jars
 #      fetched with Maven (cached after the first run),
-#   5. runs `cargo test --workspace` against it (build.rs builds the plugins),
-#   6. stops the broker, on failure too.
+#   5. builds the `weir` binary (WEIR_TEST_BIN) for the tests that run it as
+#      a child process,
+#   6. runs `cargo test --workspace` against it (build.rs builds the plugins),
+#   7. stops the broker, on failure too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -63,6 +65,20 @@ bootstrap=$("$root/scripts/kafka.sh" start "$kafka_dir" | tail -n1)
 echo "broker at $bootstrap" >&2
 # The broker-pause test freezes the broker's JVM by its pid.
 export WEIR_TEST_KAFKA_PID="$(cat "$kafka_dir/pid")"
+
+step "weir binary"
+# The durable-state tests run weir as child processes (to SIGKILL them):
+# the binary of the same profile as the tests, found through WEIR_TEST_BIN.
+profile=debug
+for arg in "$@"; do [ "$arg" = --release ] && profile=release; done
+if [ "$profile" = release ]; then
+  cargo build -p weir --bin weir --locked --release
+else
+  cargo build -p weir --bin weir --locked
+fi
+WEIR_TEST_BIN="$target_dir/$profile/weir"
+export WEIR_TEST_BIN
+echo "weir binary at $WEIR_TEST_BIN" >&2
 
 step "cargo test --workspace"
 WEIR_TEST_KAFKA_BOOTSTRAP="$bootstrap" cargo test --workspace --locked "$@"

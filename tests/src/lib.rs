@@ -495,3 +495,135 @@ pub async fn http_text(
         .unwrap_or(0);
     (status, body.to_string())
 }
+
+/// Where the `weir` binary is: `WEIR_TEST_BIN` (`scripts/test.sh` builds it
+/// and sets it), else `target/debug/weir` of this workspace.
+pub const WEIR_BIN_ENV: &str = "WEIR_TEST_BIN";
+
+/// The `weir` binary tests run as a child process, to kill it for real.
+pub fn weir_bin() -> std::path::PathBuf {
+    let bin = std::env::var_os(WEIR_BIN_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .join("target/debug/weir")
+        });
+    assert!(
+        bin.is_file(),
+        "no weir binary at {}: build it with `cargo build -p weir --bin weir` or set \
+         {WEIR_BIN_ENV} (scripts/test.sh does both)",
+        bin.display()
+    );
+    bin
+}
+
+/// `weir run` as a child process against the test broker, its log in a
+/// file. Dropping it SIGKILLs it, so a failing test leaves nothing behind.
+pub struct WeirProcess {
+    pub name: String,
+    pub admin: std::net::SocketAddr,
+    pub log: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl WeirProcess {
+    /// Starts `weir run pipeline --admin-listen <free port> --no-watch` with
+    /// `env` (e.g. [`test_env`]) added to this process's environment; the
+    /// log goes to `{name}.log` beside the pipeline file.
+    pub fn spawn(name: &str, pipeline: &Path, env: &HashMap<String, String>) -> WeirProcess {
+        let admin = free_local_addr();
+        let log = pipeline.with_file_name(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(weir_bin())
+            .arg("run")
+            .arg(pipeline)
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--no-watch")
+            .envs(env)
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_TEST_CHILD_LOG")
+                    .unwrap_or_else(|_| "info,librdkafka=warn".into()),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", weir_bin().display()));
+        WeirProcess {
+            name: name.to_string(),
+            admin,
+            log,
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until `/readyz` answers 200 (its stages run); panics, with the
+    /// end of its log, if it exits first or `timeout` passes.
+    pub async fn ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "weir {} exited with {status} before it was ready; its log:\n{}",
+                    self.name,
+                    self.log_tail(60)
+                );
+            }
+            // Connect first: `http_text` panics when nothing listens yet.
+            if tokio::net::TcpStream::connect(self.admin).await.is_ok()
+                && let Ok((200, _)) = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    http_text(self.admin, "GET", "/readyz", None),
+                )
+                .await
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir {} not ready after {timeout:?}; its log:\n{}",
+                self.name,
+                self.log_tail(60)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL: no drain, no commit, no flush; waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
