@@ -4,31 +4,84 @@
 
 /// Keyed state held by the host, scoped to the stage and to the partition of
 /// the batch being processed (the stage as a whole during `init`).
+///
+/// # A rejected message leaves no state behind
+///
+/// While the SDK runs one of the plugin's handlers ([`crate::Processor::process`]
+/// for one message, or [`crate::Processor::init`]), the writes it makes
+/// (`set`, `set_with_ttl`, `delete` and the JSON helpers) are held in the
+/// plugin, keyed by state key, and reach the host only if the handler
+/// returns `Ok`. A handler that returns `Err` (a message sent to the
+/// dead-letter topic, or a failed `init`) leaves no state behind: when the
+/// message is re-driven later it finds the state as it was before it, not
+/// its own half-done effects. Reads see the handler's own writes first, then
+/// what earlier messages (and the host) hold, so within a batch a message
+/// sees every write of the messages before it that succeeded, and none of
+/// the ones rejected.
+///
+/// When a handler succeeds, its writes are passed on as the calls it made,
+/// in order, except that of several writes to one key only the last is
+/// made (a `set` followed by a `delete` is a `delete`; a `set_with_ttl`
+/// keeps its ttl, which the host counts from when the batch's writes take
+/// effect). A handler that writes nothing costs no host call. The host in
+/// turn applies a batch's writes when the whole call returns, and none if
+/// it traps (a panic): the host then retries the batch's messages one by
+/// one and dead-letters the one that traps.
+///
+/// A write past the stage's state quota (`state_max_bytes`,
+/// `state_max_keys`) is refused by the host when the handler's writes are
+/// passed on, which fails the message as `state_limit`. A handler's
+/// buffered writes live in the plugin's own memory until then, so a single
+/// message that writes more than the stage's `memory_mb` allows fails as out
+/// of memory instead.
+///
+/// Outside a handler (in a native unit test that reads or seeds state
+/// directly, for example) reads and writes go straight to the host. Only
+/// state is held back: the logs and metrics of a rejected message, and
+/// whatever it changed in the plugin's own fields, are kept.
 pub mod state {
-    use super::imp;
+    use super::{imp, overlay};
 
+    /// The value of `key`, or `None` if it was never set, was deleted or
+    /// has expired. Sees the current handler's own writes.
     pub fn get(key: &[u8]) -> Option<Vec<u8>> {
-        imp::state_get(key)
+        match overlay::get(key) {
+            Some(written) => written,
+            None => imp::state_get(key),
+        }
     }
 
     /// Sets a key, kept until deleted or set again.
     pub fn set(key: &[u8], value: &[u8]) {
-        imp::state_set(key, value)
+        if !overlay::put(key, overlay::Write::Set(value, None)) {
+            imp::state_set(key, value)
+        }
     }
 
     /// Sets a key that the host drops `ttl` after this write unless it is
     /// written again first: for keys that matter only for a while, such as
-    /// the ids kept to drop duplicates. Reads do not extend it; a zero `ttl`
-    /// deletes the key. In unit tests, [`crate::testing::advance_clock`]
-    /// moves the time expiry reads.
+    /// the ids kept to drop duplicates. Time is the host's wall clock,
+    /// counted from when the batch's writes take effect, and a deadline
+    /// survives restarts. Reads do not extend it; a zero `ttl` deletes the
+    /// key. In unit tests, [`crate::testing::advance_clock`] moves the time
+    /// expiry reads.
     pub fn set_with_ttl(key: &[u8], value: &[u8], ttl: std::time::Duration) {
+        if ttl.is_zero() {
+            return delete(key);
+        }
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         // A sub-millisecond ttl is not a delete.
-        imp::state_set_with_ttl(key, value, if ttl.is_zero() { 0 } else { ms.max(1) })
+        let ms = ms.max(1);
+        if !overlay::put(key, overlay::Write::Set(value, Some(ms))) {
+            imp::state_set_with_ttl(key, value, ms)
+        }
     }
 
+    /// Removes a key.
     pub fn delete(key: &[u8]) {
-        imp::state_delete(key)
+        if !overlay::put(key, overlay::Write::Delete) {
+            imp::state_delete(key)
+        }
     }
 
     /// Reads a JSON value; `None` when the key is absent or holds something
@@ -41,6 +94,152 @@ pub mod state {
         // Serialising plain data into a Vec cannot fail.
         if let Ok(bytes) = serde_json::to_vec(value) {
             set(key, &bytes)
+        }
+    }
+}
+
+/// The state writes of the handler under way, held in the plugin until the
+/// handler returns (see [`state`]).
+pub(crate) mod overlay {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::imp;
+
+    /// A write as the plugin makes it.
+    pub(crate) enum Write<'a> {
+        /// A value and its ttl in ms (never 0).
+        Set(&'a [u8], Option<u64>),
+        Delete,
+    }
+
+    /// A buffered write.
+    #[derive(Debug)]
+    enum Held {
+        Set(Vec<u8>, Option<u64>),
+        Delete,
+    }
+
+    struct Overlay {
+        /// Whether a handler is running: writes are held, not passed on.
+        active: bool,
+        /// Counts the handler's writes, so they are passed on in the order
+        /// of each key's last write.
+        seq: u64,
+        /// Per key: the sequence number of its last write, and that write.
+        /// A BTreeMap: no hashing (whose random keys a sandbox may not
+        /// provide), and cheap for the few keys a message usually writes.
+        writes: BTreeMap<Vec<u8>, (u64, Held)>,
+    }
+
+    thread_local! {
+        // A component instance is single-threaded; natively, each test
+        // thread has its own, like the fake host.
+        static OVERLAY: RefCell<Overlay> = const {
+            RefCell::new(Overlay { active: false, seq: 0, writes: BTreeMap::new() })
+        };
+    }
+
+    /// The current handler's write of `key`: `Some(None)` for a delete,
+    /// `None` if it has not written the key (or no handler is running).
+    pub(crate) fn get(key: &[u8]) -> Option<Option<Vec<u8>>> {
+        OVERLAY.with(|o| {
+            let o = o.borrow();
+            if o.writes.is_empty() {
+                return None;
+            }
+            o.writes.get(key).map(|(_, held)| match held {
+                Held::Set(value, _) => Some(value.clone()),
+                Held::Delete => None,
+            })
+        })
+    }
+
+    /// Holds a write if a handler is running; `false` if none is, and the
+    /// caller passes it straight to the host.
+    pub(crate) fn put(key: &[u8], write: Write<'_>) -> bool {
+        OVERLAY.with(|o| {
+            let mut o = o.borrow_mut();
+            if !o.active {
+                return false;
+            }
+            let held = match write {
+                Write::Set(value, ttl) => Held::Set(value.to_vec(), ttl),
+                Write::Delete => Held::Delete,
+            };
+            o.seq += 1;
+            let seq = o.seq;
+            match o.writes.get_mut(key) {
+                Some(slot) => *slot = (seq, held),
+                None => {
+                    o.writes.insert(key.to_vec(), (seq, held));
+                }
+            }
+            true
+        })
+    }
+
+    /// Runs a handler with its state writes held, and passes them to the
+    /// host only if it returns `Ok`. An `Err`, or a panic unwinding out of
+    /// it (natively; in a component a panic traps), drops them.
+    pub(crate) fn run<T, E>(handler: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let guard = begin();
+        let result = handler();
+        if result.is_ok() {
+            guard.commit();
+        }
+        result
+    }
+
+    /// The handler under way; dropping it without [`Guard::commit`]
+    /// discards its writes.
+    struct Guard;
+
+    fn begin() -> Guard {
+        OVERLAY.with(|o| {
+            let mut o = o.borrow_mut();
+            debug_assert!(!o.active, "state handlers do not nest");
+            o.active = true;
+            o.seq = 0;
+            o.writes.clear();
+        });
+        Guard
+    }
+
+    impl Guard {
+        /// Passes the handler's writes to the host: one call per key
+        /// written, its last write, in the order of those last writes.
+        fn commit(self) {
+            let writes = OVERLAY.with(|o| {
+                let mut o = o.borrow_mut();
+                o.active = false;
+                std::mem::take(&mut o.writes)
+            });
+            drop(self);
+            if writes.is_empty() {
+                return;
+            }
+            let mut writes: Vec<_> = writes.into_iter().collect();
+            writes.sort_unstable_by_key(|(_, (seq, _))| *seq);
+            for (key, (_, held)) in writes {
+                match held {
+                    Held::Set(value, None) => imp::state_set(&key, &value),
+                    Held::Set(value, Some(ttl_ms)) => imp::state_set_with_ttl(&key, &value, ttl_ms),
+                    Held::Delete => imp::state_delete(&key),
+                }
+            }
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            // After a commit there is nothing left; otherwise (an `Err`, or
+            // a panic unwinding natively) the handler's writes are dropped.
+            OVERLAY.with(|o| {
+                let mut o = o.borrow_mut();
+                o.active = false;
+                o.writes.clear();
+            });
         }
     }
 }
@@ -143,6 +342,16 @@ pub(crate) mod imp {
         pub counters: BTreeMap<MetricKey, u64>,
         pub gauges: BTreeMap<MetricKey, f64>,
         pub logs: Vec<(Level, String)>,
+        /// Every state write that reached the fake host, in order.
+        pub writes: Vec<StateWrite>,
+    }
+
+    /// A state write as the host received it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) enum StateWrite {
+        Set(Vec<u8>, Vec<u8>),
+        SetWithTtl(Vec<u8>, Vec<u8>, u64),
+        Delete(Vec<u8>),
     }
 
     thread_local! {
@@ -170,13 +379,19 @@ pub(crate) mod imp {
     pub fn state_set(k: &[u8], v: &[u8]) {
         FAKE.with(|f| {
             let mut f = f.borrow_mut();
+            f.writes.push(StateWrite::Set(k.to_vec(), v.to_vec()));
             let scope = f.scope;
             f.state.insert((scope, k.to_vec()), (v.to_vec(), None));
         })
     }
     pub fn state_set_with_ttl(k: &[u8], v: &[u8], ttl_ms: u64) {
+        FAKE.with(|f| {
+            f.borrow_mut()
+                .writes
+                .push(StateWrite::SetWithTtl(k.to_vec(), v.to_vec(), ttl_ms))
+        });
         if ttl_ms == 0 {
-            return state_delete(k);
+            return remove(k);
         }
         FAKE.with(|f| {
             let mut f = f.borrow_mut();
@@ -187,6 +402,10 @@ pub(crate) mod imp {
         })
     }
     pub fn state_delete(k: &[u8]) {
+        FAKE.with(|f| f.borrow_mut().writes.push(StateWrite::Delete(k.to_vec())));
+        remove(k)
+    }
+    fn remove(k: &[u8]) {
         FAKE.with(|f| {
             let mut f = f.borrow_mut();
             let scope = f.scope;

@@ -115,11 +115,20 @@ impl InitContext {
 pub trait Processor: Sized + 'static {
     /// Builds the plugin from the stage's settings. An error stops the stage
     /// from starting.
+    ///
+    /// State written here is stage-wide (not per partition) and kept in
+    /// memory only; it reaches the host only if `init` returns `Ok` (see
+    /// [`state`]).
     fn init(ctx: &InitContext) -> Result<Self, String>;
 
     /// Handles one message: emit zero or more records through `out`, or
-    /// return an error to send the message to the dead-letter topic (anything
-    /// emitted for it is then discarded).
+    /// return an error to send the message to the dead-letter topic.
+    ///
+    /// On an error, anything emitted for the message is discarded, and so is
+    /// every state write made while handling it: the SDK holds a message's
+    /// writes until this returns `Ok` (see [`state`]), so a rejected message
+    /// leaves no state behind and is not taken for a duplicate when it is
+    /// re-driven. Logs and metrics are not held back.
     fn process(&mut self, msg: &Message<'_>, out: &mut Emitter<'_>) -> Result<(), String>;
 }
 

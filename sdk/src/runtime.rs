@@ -22,7 +22,8 @@ pub fn init<P: Processor>(ctx: wit::InitContext) -> Result<(), String> {
         outputs: ctx.outputs,
         config_json: ctx.config,
     };
-    let plugin = P::init(&ctx)?;
+    // Its state writes reach the host only if it succeeds.
+    let plugin = crate::host::overlay::run(|| P::init(&ctx))?;
     OUTPUTS.with(|o| *o.borrow_mut() = ctx.outputs.len() as u32);
     PLUGIN.with(|p| *p.borrow_mut() = Some(Box::new(plugin)));
     Ok(())
@@ -65,7 +66,9 @@ pub(crate) fn process_with<P: Processor>(
             result: &mut result,
             output_count,
         };
-        match plugin.process(&msg, &mut emitter) {
+        // The message's state writes reach the host only if it is accepted:
+        // a rejected message leaves no state behind.
+        match crate::host::overlay::run(|| plugin.process(&msg, &mut emitter)) {
             Ok(()) => result.counts.push((result.targets.len() - marks.0) as u32),
             Err(reason) => {
                 // Drop whatever it emitted before failing.

@@ -120,7 +120,7 @@ impl<P: Processor> Harness<P> {
             config_json: config.to_string(),
         };
         set_scope(-1);
-        let plugin = P::init(&ctx)?;
+        let plugin = crate::host::overlay::run(|| P::init(&ctx))?;
         Ok(Harness { plugin, outputs })
     }
 
@@ -240,4 +240,278 @@ fn encode(messages: &[TestMessage]) -> Batch {
         }
     }
     b
+}
+
+#[cfg(test)]
+mod tests {
+    //! A message's state writes reach the host only if it is accepted.
+
+    use std::time::Duration;
+
+    use super::{Harness, TestMessage, advance_clock};
+    use crate::host::imp::{FAKE, StateWrite};
+    use crate::{Emitter, InitContext, Message, OutputId, Processor, state};
+
+    /// Runs the `;`-separated commands of each message's value:
+    /// `set K V`, `ttl K V MS`, `del K`, `json K` (sets K to the JSON
+    /// string "K"), `get K` (emits `K=V`, or `K=-` when absent), `fail`
+    /// (rejects the message) and `panic`.
+    struct Script(OutputId);
+
+    impl Processor for Script {
+        fn init(ctx: &InitContext) -> Result<Self, String> {
+            #[derive(serde::Deserialize)]
+            struct Config {
+                #[serde(default)]
+                init: String,
+            }
+            let config: Config = ctx.config()?;
+            for cmd in config.init.split(';').map(str::trim) {
+                match cmd.split(' ').collect::<Vec<_>>()[..] {
+                    ["set", k, v] => state::set(k.as_bytes(), v.as_bytes()),
+                    ["get", k] if state::get(k.as_bytes()).is_none() => {
+                        return Err(format!("{k} not visible in init"));
+                    }
+                    ["fail"] => return Err("init failed".into()),
+                    _ => {}
+                }
+            }
+            Ok(Script(ctx.output("default")?))
+        }
+
+        fn process(&mut self, msg: &Message<'_>, out: &mut Emitter<'_>) -> Result<(), String> {
+            let script = std::str::from_utf8(msg.value().unwrap_or_default()).unwrap();
+            for cmd in script.split(';').map(str::trim) {
+                match cmd.split(' ').collect::<Vec<_>>()[..] {
+                    ["set", k, v] => state::set(k.as_bytes(), v.as_bytes()),
+                    ["ttl", k, v, ms] => state::set_with_ttl(
+                        k.as_bytes(),
+                        v.as_bytes(),
+                        Duration::from_millis(ms.parse().unwrap()),
+                    ),
+                    ["del", k] => state::delete(k.as_bytes()),
+                    ["json", k] => state::set_json(k.as_bytes(), k),
+                    ["get", k] => {
+                        let v = state::get(k.as_bytes());
+                        let v = v.as_deref().map_or("-".into(), String::from_utf8_lossy);
+                        out.emit(self.0, format!("{k}={v}").as_bytes());
+                    }
+                    ["fail"] => return Err("told to fail".into()),
+                    ["panic"] => panic!("told to panic"),
+                    _ => panic!("bad command {cmd:?}"),
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn harness() -> Harness<Script> {
+        Harness::new(&["default"], serde_json::json!({})).unwrap()
+    }
+
+    /// Each message's emitted values, or `Err` for a rejection.
+    fn run(h: &mut Harness<Script>, scripts: &[&str]) -> Vec<Result<Vec<String>, String>> {
+        let batch: Vec<_> = scripts.iter().map(|s| TestMessage::new(*s)).collect();
+        h.process(&batch)
+            .into_iter()
+            .map(|r| {
+                r.map(|outs| {
+                    outs.iter()
+                        .map(|o| String::from_utf8(o.value.clone().unwrap()).unwrap())
+                        .collect()
+                })
+            })
+            .collect()
+    }
+
+    fn ok(values: &[&str]) -> Result<Vec<String>, String> {
+        Ok(values.iter().map(|v| v.to_string()).collect())
+    }
+
+    /// The state writes that reached the host since the last call.
+    fn host_writes() -> Vec<StateWrite> {
+        FAKE.with(|f| std::mem::take(&mut f.borrow_mut().writes))
+    }
+
+    fn set(k: &str, v: &str) -> StateWrite {
+        StateWrite::Set(k.into(), v.into())
+    }
+
+    /// What the host holds for `key` in partition 0, outside any handler.
+    fn held(key: &str) -> Option<String> {
+        state::get(key.as_bytes()).map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn a_rejected_message_leaves_no_state_behind() {
+        let mut h = harness();
+        let out = run(
+            &mut h,
+            &[
+                "set a 1; del b; ttl c 1 60000; json d; get a; fail",
+                "get a; get d",
+            ],
+        );
+        assert_eq!(out[0], Err("told to fail".into()));
+        assert_eq!(
+            out[1],
+            ok(&["a=-", "d=-"]),
+            "a later message does not see it"
+        );
+        assert_eq!(host_writes(), vec![], "nothing reached the host");
+        assert_eq!(held("a"), None);
+    }
+
+    #[test]
+    fn a_rejected_message_does_not_undo_what_earlier_ones_wrote() {
+        let mut h = harness();
+        let out = run(
+            &mut h,
+            &[
+                "set stock 10; set order/1 done",
+                "get stock; set stock 9; set order/2 done; fail",
+                "get stock; get order/2",
+            ],
+        );
+        assert_eq!(out[0], ok(&[]));
+        assert!(out[1].is_err());
+        assert_eq!(out[2], ok(&["stock=10", "order/2=-"]));
+        assert_eq!(
+            host_writes(),
+            vec![set("stock", "10"), set("order/1", "done")]
+        );
+        // Re-driven, the rejected order is not a duplicate.
+        assert_eq!(run(&mut h, &["get order/2"])[0], ok(&["order/2=-"]));
+    }
+
+    #[test]
+    fn an_accepted_message_s_writes_reach_the_host_and_later_messages() {
+        let mut h = harness();
+        let out = run(
+            &mut h,
+            &[
+                "set a 1; get a",
+                "get a; set a 2; set b 1",
+                "get a; get b; del a",
+                "get a",
+            ],
+        );
+        assert_eq!(out[0], ok(&["a=1"]), "a message sees its own writes");
+        assert_eq!(out[1], ok(&["a=1"]));
+        assert_eq!(out[2], ok(&["a=2", "b=1"]));
+        assert_eq!(out[3], ok(&["a=-"]));
+        assert_eq!(
+            host_writes(),
+            vec![
+                set("a", "1"),
+                set("a", "2"),
+                set("b", "1"),
+                StateWrite::Delete(b"a".to_vec()),
+            ]
+        );
+        assert_eq!((held("a"), held("b")), (None, Some("1".into())));
+    }
+
+    #[test]
+    fn writes_to_one_key_collapse_to_the_last_in_the_order_of_last_writes() {
+        let mut h = harness();
+        // Seeded outside a handler: straight to the host.
+        state::set(b"a", b"0");
+        assert_eq!(host_writes(), vec![set("a", "0")]);
+        let out = run(
+            &mut h,
+            &["set a 1; set b 1; del c; set a 2; get a; set c 3"],
+        );
+        assert_eq!(out[0], ok(&["a=2"]));
+        assert_eq!(
+            host_writes(),
+            vec![set("b", "1"), set("a", "2"), set("c", "3")]
+        );
+    }
+
+    #[test]
+    fn set_then_delete_of_one_key_ends_as_a_delete() {
+        let mut h = harness();
+        state::set(b"a", b"0");
+        host_writes();
+        let out = run(&mut h, &["set a 1; get a; del a; get a", "get a"]);
+        assert_eq!(out[0], ok(&["a=1", "a=-"]));
+        assert_eq!(out[1], ok(&["a=-"]));
+        assert_eq!(host_writes(), vec![StateWrite::Delete(b"a".to_vec())]);
+        assert_eq!(held("a"), None);
+    }
+
+    #[test]
+    fn set_with_ttl_keeps_its_ttl() {
+        let mut h = harness();
+        let out = run(
+            &mut h,
+            &[
+                "ttl a 1 500; get a",
+                "set b 1; ttl b 2 300",
+                "ttl c 1 300; set c 2",
+                "ttl d 1 0; get d",
+            ],
+        );
+        assert_eq!(out[0], ok(&["a=1"]));
+        assert_eq!(out[3], ok(&["d=-"]), "a zero ttl deletes");
+        assert_eq!(
+            host_writes(),
+            vec![
+                StateWrite::SetWithTtl(b"a".to_vec(), b"1".to_vec(), 500),
+                StateWrite::SetWithTtl(b"b".to_vec(), b"2".to_vec(), 300),
+                set("c", "2"),
+                StateWrite::Delete(b"d".to_vec()),
+            ]
+        );
+        advance_clock(Duration::from_millis(299));
+        assert_eq!((held("a"), held("b")), (Some("1".into()), Some("2".into())));
+        advance_clock(Duration::from_millis(1));
+        assert_eq!(held("b"), None);
+        assert_eq!(held("c"), Some("2".into()), "the last write had no ttl");
+        advance_clock(Duration::from_millis(200));
+        assert_eq!(held("a"), None);
+    }
+
+    #[test]
+    fn a_message_that_writes_nothing_makes_no_write_call() {
+        let mut h = harness();
+        let out = run(&mut h, &["get a", "get b", "fail"]);
+        assert_eq!(out[0], ok(&["a=-"]));
+        assert_eq!(host_writes(), vec![]);
+    }
+
+    #[test]
+    fn a_panicking_handler_leaves_no_state_and_the_next_call_works() {
+        let mut h = harness();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(&mut h, &["set a 1", "set b 1; panic"])
+        }));
+        assert!(caught.is_err());
+        // Natively the first message's write was passed on before the
+        // panic (in a component the host drops the whole call's writes).
+        assert_eq!(host_writes(), vec![set("a", "1")]);
+        let out = run(&mut h, &["get b; set c 1", "get c"]);
+        assert_eq!(out[0], ok(&["b=-"]));
+        assert_eq!(out[1], ok(&["c=1"]));
+        assert_eq!(host_writes(), vec![set("c", "1")]);
+    }
+
+    #[test]
+    fn init_s_writes_reach_the_host_only_if_it_succeeds() {
+        let failed =
+            Harness::<Script>::new(&["default"], serde_json::json!({"init": "set i 1; fail"}));
+        assert_eq!(failed.err(), Some("init failed".into()));
+        assert_eq!(host_writes(), vec![]);
+
+        let h = Harness::<Script>::new(
+            &["default"],
+            serde_json::json!({"init": "set i 1; get i; set i 2"}),
+        );
+        assert!(h.is_ok(), "init sees its own writes");
+        assert_eq!(host_writes(), vec![set("i", "2")]);
+        // Stage-wide: held outside any partition.
+        super::set_scope(-1);
+        assert_eq!(held("i"), Some("2".into()));
+    }
 }

@@ -17,6 +17,7 @@
 //! | `big:N`      | emits one record of N bytes |
 //! | `many:N`     | emits N records (`0`, `1`, ...) |
 //! | `count:K`    | adds 1 to counter `count/K` in keyed state; emits `K=<count>` (state across instances and plugin swaps) |
+//! | `count-reject:K` | adds 1 to counter `count/K` in keyed state, then rejects the message with `counted K=<count>` (the SDK drops the write: a rejected message leaves no state) |
 //! | `state-bomb:N` | writes N MiB of keyed state in one call, 64 KiB values under distinct keys (`bomb/<offset>/<i>`); emits `bombed N` |
 //! | `labels:N`   | sets gauge `labelled` with the invalid label names `stage`, `9x` and ``, and counter `bad-name`, then gauge `labelled` with N distinct label sets (`i` = 0..N, plus `text` with a backslash, a quote and a newline); emits `labelled N` |
 //! | `log-flood:N` | calls the `log` import N times at info level (`flood i`), the first message 10,000 bytes long; emits `logged N` |
@@ -131,6 +132,17 @@ fn print(n: usize) -> String {
     format!("printed {n}")
 }
 
+/// Adds 1 to counter `count/{name}` in keyed state; returns the new count.
+fn count(name: &str) -> u64 {
+    let key = format!("count/{name}");
+    let n = state::get(key.as_bytes())
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes)
+        + 1;
+    state::set(key.as_bytes(), &n.to_le_bytes());
+    n
+}
+
 fn state_bomb(offset: i64, mib: usize) -> String {
     let value = vec![0xabu8; 64 << 10];
     for i in 0..mib * 16 {
@@ -194,13 +206,12 @@ impl Processor for Hostile {
                 return Ok(());
             }
             _ if value.starts_with("count:") => {
-                let key = format!("count/{}", &value[6..]);
-                let n = state::get(key.as_bytes())
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                    .map_or(0, u64::from_le_bytes)
-                    + 1;
-                state::set(key.as_bytes(), &n.to_le_bytes());
-                format!("{}={n}", &value[6..])
+                let name = &value["count:".len()..];
+                format!("{name}={}", count(name))
+            }
+            _ if value.starts_with("count-reject:") => {
+                let name = &value["count-reject:".len()..];
+                return Err(format!("counted {name}={}", count(name)));
             }
             _ if value.starts_with("state-bomb:") => state_bomb(
                 msg.offset(),
