@@ -18,6 +18,10 @@
 //! sasl_username = "u"               # optional
 //! sasl_password = "p"               # optional; never printed by Debug
 //! ssl_ca_location = "/path/ca.pem"  # optional; passed to librdkafka as written
+//! max_buffered_mb = 256             # default 256, 1..=1048576; keys and values all stages
+//!                                   # together may have enqueued and not yet acknowledged
+//! commit_interval_ms = 100          # default 100, 1..=60000; how often a stage flushes its
+//!                                   # keyed state changes to its changelog and commits offsets
 //!
 //! [kafka.options]                   # optional: librdkafka properties, string values,
 //! "linger.ms" = "5"                 # applied last so they override the settings above
@@ -44,6 +48,11 @@
 //!                                   # optional; logical name (^[a-z][a-z0-9_-]*$) -> topic
 //! dead_letter = "{prefix}.telemetry.dead-letter"
 //!                                   # required, declared, not one of this stage's inputs
+//! state = "changelog"               # default "changelog": keyed state backed by the compacted
+//!                                   # topic "{group_id}-{stage}-changelog" and restored after
+//!                                   # restarts and partition moves; "memory": process memory
+//!                                   # only, lost on restart (state that is a cache); "none":
+//!                                   # the stage keeps no keyed state (a router, a filter)
 //! [stage.batch]                     # optional
 //! max_messages = 256                # default 256, 1..=65536
 //! max_wait_ms = 2                   # default 2, 0..=60000
@@ -55,6 +64,12 @@
 //! Stages must not form a cycle, where stage A feeds stage B when one of A's `outputs` is one
 //! of B's `inputs` (a stage reading its own output is a cycle of one). Dead letter topics do
 //! not count: they are where failures go to be inspected.
+//!
+//! A stage's keyed state is scoped by partition number across all of its inputs, so a stage
+//! with two or more inputs and `state` other than `"none"` needs them to have the same number
+//! of partitions. Validation compares the `partitions` declared in `[[topic]]` (inputs without
+//! one are left out); [`check_copartitioned`] does the same at run time with the counts the
+//! broker reports.
 //!
 //! # Environment
 //!
@@ -81,6 +96,7 @@ mod diagnostic;
 mod env;
 mod keypath;
 mod model;
+mod partitions;
 mod raw;
 mod sandbox;
 mod validate;
@@ -92,9 +108,10 @@ use toml::de::DeTable;
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use env::{Env, ProcessEnv};
 pub use model::{
-    AdminConfig, BatchConfig, Brokers, DEFAULT_MAX_BUFFERED_BYTES, Grants, KafkaConfig, Limits,
-    OnError, PipelineConfig, StageConfig, TopicConfig,
+    AdminConfig, BatchConfig, Brokers, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, Grants,
+    KafkaConfig, Limits, OnError, PipelineConfig, StageConfig, StateBackend, TopicConfig,
 };
+pub use partitions::check_copartitioned;
 
 use diagnostic::Report;
 

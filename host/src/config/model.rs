@@ -52,11 +52,16 @@ pub struct KafkaConfig {
     /// What all stages together may have enqueued and not yet had
     /// acknowledged, bytes of keys and values; past it they wait.
     pub max_buffered_bytes: usize,
+    /// How often a stage flushes its keyed state changes to its changelog
+    /// topic and commits its offsets.
+    pub commit_interval: Duration,
 }
 
 pub(super) const DEFAULT_GROUP_ID: &str = "weir";
 /// The default of `[kafka] max_buffered_mb`.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
+/// The default of `[kafka] commit_interval_ms`.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -71,6 +76,7 @@ impl Default for KafkaConfig {
             ssl_ca_location: None,
             options: BTreeMap::new(),
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
 }
@@ -106,6 +112,12 @@ impl KafkaConfig {
     pub fn consumer_group(&self, stage: &str) -> String {
         format!("{}.{stage}", self.group_id)
     }
+
+    /// The compacted topic backing the keyed state of a stage with
+    /// `state = "changelog"`.
+    pub fn changelog_topic(&self, stage: &str) -> String {
+        format!("{}-{stage}-changelog", self.group_id)
+    }
 }
 
 // Hand-written so that the password never reaches logs. Options are printed by key only:
@@ -117,6 +129,7 @@ impl fmt::Debug for KafkaConfig {
             .field("group_id", &self.group_id)
             .field("topic_prefix", &self.topic_prefix)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("commit_interval", &self.commit_interval)
             .field("security_protocol", &self.security_protocol)
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)
@@ -205,6 +218,30 @@ impl OnError {
     }
 }
 
+/// Where a stage's keyed state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StateBackend {
+    /// Backed by the compacted topic [`KafkaConfig::changelog_topic`] and
+    /// restored from it after a restart or a partition move.
+    #[default]
+    Changelog,
+    /// Process memory only, lost on restart: for state that is a cache.
+    Memory,
+    /// The stage keeps no keyed state (a router, a filter), so its inputs
+    /// need not be co-partitioned.
+    None,
+}
+
+impl StateBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateBackend::Changelog => "changelog",
+            StateBackend::Memory => "memory",
+            StateBackend::None => "none",
+        }
+    }
+}
+
 /// `[stage.limits]`: what one plugin instance may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -267,6 +304,7 @@ pub struct StageConfig {
     pub dead_letter: String,
     pub batch: BatchConfig,
     pub on_error: OnError,
+    pub state: StateBackend,
     pub limits: Limits,
     pub grants: Grants,
     /// `[stage.config]` as JSON, for the plugin's init. TOML datetimes become strings.

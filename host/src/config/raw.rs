@@ -28,6 +28,7 @@ pub(super) struct RawKafka {
     pub(super) ssl_ca_location: Option<Spanned<String>>,
     pub(super) options: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub(super) max_buffered_mb: Option<Spanned<i64>>,
+    pub(super) commit_interval_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -58,6 +59,7 @@ pub(super) struct RawStage {
     pub(super) dead_letter: Spanned<String>,
     pub(super) batch: Option<RawBatch>,
     pub(super) on_error: Option<RawOnError>,
+    pub(super) state: Option<RawStateBackend>,
     pub(super) limits: Option<RawLimits>,
     pub(super) grants: Option<RawGrants>,
     pub(super) config: Option<toml::Table>,
@@ -69,6 +71,14 @@ pub(super) enum RawOnError {
     DeadLetter,
     Skip,
     Halt,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawStateBackend {
+    Changelog,
+    Memory,
+    None,
 }
 
 #[derive(Deserialize)]

@@ -51,6 +51,7 @@ sasl_username = "weir"
 sasl_password = "hunter2"
 ssl_ca_location = "/etc/ssl/ca.pem"
 max_buffered_mb = 64
+commit_interval_ms = 250
 
 [kafka.options]
 "linger.ms" = "5"
@@ -79,6 +80,7 @@ outputs = { default = "{prefix}.telemetry.analytics" }
 dead_letter = "{prefix}.telemetry.dead-letter"
 
 on_error = "halt"
+state = "memory"
 
 [stage.batch]
 max_messages = 64
@@ -124,6 +126,7 @@ fn full_file_parses_to_the_expected_model() {
             ssl_ca_location: Some("/etc/ssl/ca.pem".into()),
             options: BTreeMap::from([("linger.ms".into(), "5".into())]),
             max_buffered_bytes: 64 << 20,
+            commit_interval: Duration::from_millis(250),
         },
         admin: AdminConfig {
             listen: "0.0.0.0:9000".parse().unwrap(),
@@ -161,6 +164,7 @@ fn full_file_parses_to_the_expected_model() {
                     max_wait: Duration::ZERO,
                 },
                 on_error: OnError::Halt,
+                state: StateBackend::Memory,
                 limits: Limits {
                     memory_bytes: 16 << 20,
                     timeout: Duration::from_millis(250),
@@ -180,7 +184,7 @@ fn full_file_parses_to_the_expected_model() {
                 .as_object()
                 .unwrap()
                 .clone(),
-                line: 32,
+                line: 33,
             },
             StageConfig {
                 name: "alerts".into(),
@@ -190,16 +194,17 @@ fn full_file_parses_to_the_expected_model() {
                 dead_letter: "dev.telemetry.dead-letter".into(),
                 batch: BatchConfig::default(),
                 on_error: OnError::DeadLetter,
+                state: StateBackend::Changelog,
                 limits: Limits::default(),
                 grants: Grants::default(),
                 config: serde_json::Map::new(),
-                line: 60,
+                line: 62,
             },
         ],
     };
     assert_eq!(config, expected);
 
-    assert_eq!(config.stage("alerts").map(|s| s.line), Some(60));
+    assert_eq!(config.stage("alerts").map(|s| s.line), Some(62));
     assert!(config.stage("missing").is_none());
     assert_eq!(
         config.topic("dev.telemetry.raw").and_then(|t| t.partitions),
@@ -232,6 +237,10 @@ fn defaults() {
     assert_eq!(config.stages[0].batch.max_messages, 256);
     assert_eq!(config.stages[0].batch.max_wait, Duration::from_millis(2));
     assert_eq!(config.kafka.consumer_group("a"), "weir.a");
+    assert_eq!(config.kafka.commit_interval, Duration::from_millis(100));
+    assert_eq!(config.kafka.commit_interval, DEFAULT_COMMIT_INTERVAL);
+    assert_eq!(config.stages[0].state, StateBackend::Changelog);
+    assert_eq!(config.kafka.changelog_topic("a"), "weir-a-changelog");
     // With no prefix, "{prefix}" disappears.
     assert_eq!(config.stages[0].inputs, ["in"]);
 }
@@ -251,6 +260,42 @@ fn quotas_default_and_may_be_set_or_zero() {
     assert_eq!(limits.state_max_keys, 0, "a stage that must keep no state");
     assert_eq!(limits.max_metric_series, 5);
     assert_eq!(limits.memory_bytes, Limits::default().memory_bytes);
+}
+
+#[test]
+fn state_backends_and_commit_interval_bounds() {
+    for (written, expected) in [
+        ("changelog", StateBackend::Changelog),
+        ("memory", StateBackend::Memory),
+        ("none", StateBackend::None),
+    ] {
+        let source = MINIMAL.replace(
+            "dead_letter = \"{prefix}dlq\"",
+            &format!("dead_letter = \"{{prefix}}dlq\"\nstate = \"{written}\""),
+        );
+        let config = parse_ok(&source, &no_env());
+        assert_eq!(config.stages[0].state, expected);
+        assert_eq!(expected.as_str(), written);
+    }
+    for (ms, expected) in [(1, Some(1)), (60_000, Some(60_000)), (60_001, None)] {
+        let source = format!("[kafka]\ncommit_interval_ms = {ms}\n{MINIMAL}");
+        match parse(&pipeline_path(), &source, &no_env()) {
+            Ok(config) => assert_eq!(
+                Some(config.kafka.commit_interval),
+                expected.map(Duration::from_millis)
+            ),
+            Err(error) => {
+                assert_eq!(expected, None, "{error}");
+                assert!(
+                    error.to_string().contains(
+                        "kafka.commit_interval_ms: commit_interval_ms must be between 1 and \
+                         60000, got 60001"
+                    ),
+                    "{error}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -424,6 +469,7 @@ fn debug_redacts_the_password() {
     assert!(!debug.contains("hunter2"), "{debug}");
     assert!(debug.contains("sasl_password: Some(<redacted>)"), "{debug}");
     assert!(debug.contains("sasl_username: Some(\"weir\")"), "{debug}");
+    assert!(debug.contains("commit_interval: 250ms"), "{debug}");
     let pretty = format!("{:#?}", config.kafka);
     assert!(!pretty.contains("hunter2"), "{pretty}");
 }
@@ -613,4 +659,115 @@ outputs = { default = "in" }
 dead_letter = "in"
 "#;
     parse_ok(source, &no_env());
+}
+
+/// Two stages with two inputs each, of 6 and 3 partitions; `other` has no declared count.
+const COPARTITION: &str = r#"
+[[topic]]
+name = "orders"
+partitions = 6
+
+[[topic]]
+name = "returns"
+partitions = 3
+
+[[topic]]
+name = "other"
+
+[[topic]]
+name = "dlq"
+
+[[stage]]
+name = "inventory"
+plugin = "empty.wasm"
+inputs = ["orders", "returns", "other"]
+dead_letter = "dlq"
+
+[[stage]]
+name = "router"
+plugin = "empty.wasm"
+inputs = ["orders", "returns"]
+dead_letter = "dlq"
+state = "none"
+
+[[stage]]
+name = "single"
+plugin = "empty.wasm"
+inputs = ["orders"]
+dead_letter = "dlq"
+"#;
+
+#[test]
+fn declared_partition_mismatch_is_an_error_unless_the_stage_is_stateless() {
+    let error = parse(&pipeline_path(), COPARTITION, &no_env()).unwrap_err();
+    let file = pipeline_path();
+    let file = file.display();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{file}: 1 error\n\
+             {file}:16:1: stage[0]: stage \"inventory\": inputs must have the same number of \
+             partitions because its keyed state is scoped by partition: orders has 6, returns \
+             has 3"
+        )
+    );
+    // Memory-only state is scoped by partition too.
+    let memory = COPARTITION.replacen(
+        "dead_letter = \"dlq\"\n",
+        "dead_letter = \"dlq\"\nstate = \"memory\"\n",
+        1,
+    );
+    let error = parse(&pipeline_path(), &memory, &no_env()).unwrap_err();
+    assert_eq!(
+        error.diagnostics().len(),
+        1,
+        "a memory stage is checked too: {error}"
+    );
+    assert_eq!(error.diagnostics()[0].key.as_deref(), Some("stage[0]"));
+    // Equal declared counts, or counts left to the broker, are fine.
+    let equal = COPARTITION.replace("partitions = 3", "partitions = 6");
+    parse_ok(&equal, &no_env());
+    let undeclared = COPARTITION.replace("partitions = 3", "");
+    parse_ok(&undeclared, &no_env());
+}
+
+#[test]
+fn check_copartitioned_reports_every_mismatch_with_known_counts() {
+    let mut config = parse_ok(&COPARTITION.replace("partitions = 3", ""), &no_env());
+    let counts = |topic: &str| match topic {
+        "orders" => Some(6),
+        "returns" => Some(3),
+        _ => None,
+    };
+    assert_eq!(
+        check_copartitioned(&config, &counts).map_err(|e| e.to_string()),
+        {
+            let path = pipeline_path();
+            let file = path.display();
+            Err(format!(
+                "{file}: 1 error\n\
+             {file}:16: stage[0]: stage \"inventory\": inputs must have the same number of \
+             partitions because its keyed state is scoped by partition: orders has 6, returns \
+             has 3"
+            ))
+        }
+    );
+
+    config.stages[1].state = StateBackend::Memory;
+    let error = check_copartitioned(&config, &counts).unwrap_err();
+    let found: Vec<(Option<usize>, Option<&str>)> = error
+        .diagnostics()
+        .iter()
+        .map(|d| (d.line, d.key.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        [(Some(16), Some("stage[0]")), (Some(22), Some("stage[1]"))],
+        "every mismatched stage, at its [[stage]] line"
+    );
+
+    assert!(check_copartitioned(&config, &|_| Some(4)).is_ok());
+    assert!(check_copartitioned(&config, &|_| None).is_ok());
+    // One known count has nothing to differ from.
+    assert!(check_copartitioned(&config, &|t| (t == "orders").then_some(6)).is_ok());
 }

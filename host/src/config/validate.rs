@@ -17,10 +17,12 @@ use super::diagnostic::Report;
 use super::env::{self, Env, Sourced};
 use super::keypath::KeyPath;
 use super::model::{
-    AdminConfig, BatchConfig, Brokers, DEFAULT_GROUP_ID, DEFAULT_MAX_BUFFERED_BYTES, KafkaConfig,
-    PipelineConfig, StageConfig, TopicConfig,
+    AdminConfig, BatchConfig, Brokers, DEFAULT_COMMIT_INTERVAL, DEFAULT_GROUP_ID,
+    DEFAULT_MAX_BUFFERED_BYTES, KafkaConfig, PipelineConfig, StageConfig, StateBackend,
+    TopicConfig,
 };
-use super::raw::{self, Item, RawDocument, RawKafka, RawStage, RawTopic};
+use super::partitions;
+use super::raw::{self, Item, RawDocument, RawKafka, RawStage, RawStateBackend, RawTopic};
 use super::sandbox;
 
 const SECURITY_PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
@@ -33,6 +35,7 @@ const MAX_PARTITIONS: i64 = i32::MAX as i64;
 const MAX_REPLICATION_FACTOR: i64 = i16::MAX as i64;
 const MAX_BATCH_MESSAGES: i64 = 65_536;
 const MAX_BATCH_WAIT_MS: i64 = 60_000;
+const MAX_COMMIT_INTERVAL_MS: i64 = 60_000;
 
 pub(super) fn validate(
     path: &Path,
@@ -65,6 +68,7 @@ pub(super) fn validate(
         .collect();
     unique_stage_names(&stages, report);
     cycles(&stages, report);
+    copartitioned(&stages, &topics.configs, report);
 
     if report.has_errors() {
         return None;
@@ -116,6 +120,21 @@ fn kafka(
         .as_ref()
         .and_then(|mb| in_range(mb, 1, 1 << 20, &base.key("max_buffered_mb"), report))
         .map_or(DEFAULT_MAX_BUFFERED_BYTES, |mb| (mb as usize) << 20);
+    let commit_interval = raw
+        .commit_interval_ms
+        .as_ref()
+        .and_then(|ms| {
+            in_range(
+                ms,
+                1,
+                MAX_COMMIT_INTERVAL_MS,
+                &base.key("commit_interval_ms"),
+                report,
+            )
+        })
+        .map_or(DEFAULT_COMMIT_INTERVAL, |ms| {
+            Duration::from_millis(ms as u64)
+        });
     let mut check = |setting: Option<Sourced>, parse: &dyn Fn(&str) -> Result<String, String>| {
         let setting = setting?;
         parse(&setting.value)
@@ -160,6 +179,7 @@ fn kafka(
             report,
         ),
         max_buffered_bytes,
+        commit_interval,
     }
 }
 
@@ -579,10 +599,19 @@ fn stage(
         dead_letter,
         batch,
         on_error: sandbox::on_error(raw.on_error),
+        state: state_backend(raw.state),
         limits: sandbox::limits(raw.limits, &path.key("limits"), report),
         grants: sandbox::grants(raw.grants, &path.key("grants"), report),
         config,
         line: report.position(span.start).0,
+    }
+}
+
+fn state_backend(raw: Option<RawStateBackend>) -> StateBackend {
+    match raw {
+        None | Some(RawStateBackend::Changelog) => StateBackend::Changelog,
+        Some(RawStateBackend::Memory) => StateBackend::Memory,
+        Some(RawStateBackend::None) => StateBackend::None,
     }
 }
 
@@ -734,5 +763,22 @@ fn cycles(stages: &[Located], report: &mut Report<'_>) {
         report.general(format!(
             "more than {MAX_CYCLES} cycles between stages; only the first {MAX_CYCLES} are listed"
         ));
+    }
+}
+
+/// Reports stages with keyed state whose inputs are declared with different partition counts
+/// ([`partitions::check_copartitioned`] does the same at run time with the broker's counts).
+/// Inputs declared without `partitions`, or with a bad value, are left out.
+fn copartitioned(stages: &[Located], topics: &[TopicConfig], report: &mut Report<'_>) {
+    let declared = |name: &str| {
+        topics
+            .iter()
+            .find(|topic| topic.name == name)
+            .and_then(|topic| topic.partitions)
+    };
+    for located in stages {
+        if let Some(message) = partitions::mismatch(&located.stage, &declared) {
+            report.at(&located.header, Some(&located.path), message);
+        }
     }
 }
