@@ -93,6 +93,8 @@ pub struct RunOptions {
     /// in flight; what is not acknowledged by then is consumed again after
     /// a restart.
     pub drain_timeout: std::time::Duration,
+    /// This process's static group membership id (`--instance-id`).
+    pub instance_id: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -106,6 +108,7 @@ impl Default for RunOptions {
             generator: None,
             drain_timeout: crate::topology::DEFAULT_DRAIN_TIMEOUT,
             reload: ReloadHandle::default(),
+            instance_id: None,
         }
     }
 }
@@ -321,10 +324,14 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let clients = KafkaClients::new(bootstrap.clone(), &config.kafka);
+    let clients = KafkaClients::new(bootstrap.clone(), &config.kafka)
+        .with_instance_id(options.instance_id.clone());
     ensure_topics(&clients, &config.topics)
         .await
         .context("preparing topics")?;
+    crate::topology::changelog::ensure(&clients, &config, embedded)
+        .await
+        .context("preparing changelog topics")?;
 
     let metrics = Arc::new(Registry::default());
     let state: Arc<dyn crate::state::StateStore> = Arc::new(MemoryState::default());

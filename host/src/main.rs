@@ -49,6 +49,12 @@ enum Command {
         /// period of whatever runs weir.
         #[arg(long, value_name = "MS", default_value_t = 8000)]
         drain_timeout_ms: u64,
+        /// Join the stages' consumer groups as a static member with this id
+        /// (unique per process; also `WEIR_INSTANCE_ID`): a restart within
+        /// the session timeout gets the same partitions back with no
+        /// rebalance, and so no state moves.
+        #[arg(long, value_name = "ID")]
+        instance_id: Option<String>,
     },
 }
 
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
             no_autostart,
             generator_rate,
             drain_timeout_ms,
+            instance_id,
         } => run(
             &path,
             admin_listen,
@@ -79,6 +86,9 @@ fn main() -> ExitCode {
                 autostart: !no_autostart,
                 generator_rate,
                 drain_timeout: std::time::Duration::from_millis(drain_timeout_ms),
+                instance_id: instance_id
+                    .or_else(|| std::env::var("WEIR_INSTANCE_ID").ok())
+                    .filter(|id| !id.is_empty()),
             },
         ),
     };
@@ -163,6 +173,7 @@ struct RunFlags {
     autostart: bool,
     generator_rate: Option<f64>,
     drain_timeout: std::time::Duration,
+    instance_id: Option<String>,
 }
 
 /// The first run shows life: on the embedded broker the F1 generator
@@ -188,6 +199,11 @@ fn run(
         Brokers::Embedded => {
             let broker = EmbeddedBroker::start()?;
             broker.create_topics(&config.topics)?;
+            // Changelogs get the partition counts of the stages' inputs.
+            broker.create_topics(&weir::topology::changelog::topics(&config, &|t| {
+                let declared = config.topic(t).and_then(|t| t.partitions);
+                Some((declared.unwrap_or(1), 1))
+            }))?;
             let bootstrap = broker.bootstrap_servers();
             tracing::warn!(
                 bootstrap_servers = bootstrap,
@@ -224,6 +240,7 @@ fn run(
             .filter(|t| !t.is_empty()),
         reload: weir::app::ReloadHandle::default(),
         drain_timeout: flags.drain_timeout,
+        instance_id: flags.instance_id,
     };
     #[cfg(unix)]
     rt.spawn(reload_on_sighup(options.reload.clone()));

@@ -29,6 +29,12 @@ pub struct StageMetrics {
     /// Time spent waiting to enqueue records because the process's buffer
     /// budget (or the producer's queue) was full, milliseconds.
     pub backpressure_ms: AtomicU64,
+    /// Records written to the stage's changelog topic.
+    pub changelog_records: AtomicU64,
+    /// Changelog records read to restore state, and how long the last
+    /// restore took, milliseconds.
+    pub state_restored_records: AtomicU64,
+    pub last_restore_ms: AtomicU64,
     /// Failed messages by `weir.error.kind`, indexed like [`FAILURE_KINDS`]
     /// (counted when the failure is handled, whatever `on_error` does).
     pub failures: [AtomicU64; FAILURE_KINDS.len()],
@@ -148,6 +154,9 @@ pub struct StageSnapshot {
     pub skipped: u64,
     pub dead_letters_without_value: u64,
     pub backpressure_ms: u64,
+    pub changelog_records: u64,
+    pub state_restored_records: u64,
+    pub last_restore_ms: u64,
     /// Failed messages by kind; kinds that never happened are left out.
     pub failures: BTreeMap<&'static str, u64>,
     pub memory_high_water_bytes: u64,
@@ -211,6 +220,9 @@ impl StageMetrics {
             skipped: get(&self.skipped),
             dead_letters_without_value: get(&self.dead_letters_without_value),
             backpressure_ms: get(&self.backpressure_ms),
+            changelog_records: get(&self.changelog_records),
+            state_restored_records: get(&self.state_restored_records),
+            last_restore_ms: get(&self.last_restore_ms),
             failures: FAILURE_KINDS
                 .iter()
                 .zip(&self.failures)

@@ -93,6 +93,24 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.dead_letters_without_value,
     ),
     (
+        "changelog_records_total",
+        "counter",
+        "Records written to the stage's changelog topic (keyed state changes, one per key per flush).",
+        |s| s.changelog_records,
+    ),
+    (
+        "state_restored_records_total",
+        "counter",
+        "Changelog records read to restore keyed state.",
+        |s| s.state_restored_records,
+    ),
+    (
+        "last_restore_ms",
+        "gauge",
+        "How long the last restore of keyed state from the changelog took, milliseconds.",
+        |s| s.last_restore_ms,
+    ),
+    (
         "backpressure_ms_total",
         "counter",
         "Time spent waiting to enqueue records while the process's buffer budget was full.",

@@ -281,9 +281,30 @@ pub async fn state_value(
         .state
         .as_ref()
         .ok_or_else(|| AppError::Unavailable("state is not available".into()))?;
+    // Only partitions this process holds: state of a partition another
+    // process owns is served by that process, and what may linger here of
+    // a partition given away is stale.
+    let assigned = state
+        .inner
+        .metrics
+        .stage(&stage)
+        .snapshot()
+        .assigned_partitions;
+    if let Some(p) = q.partition
+        && !assigned.contains(&p)
+    {
+        return Err(AppError::NotFound(format!(
+            "partition {p} of stage {stage} is not held by this process (it holds {assigned:?}); \
+             ask the process of the group that does"
+        )));
+    }
     let partitions = match q.partition {
         Some(p) => vec![p],
-        None => store.partitions(&stage),
+        None => store
+            .partitions(&stage)
+            .into_iter()
+            .filter(|p| assigned.contains(p))
+            .collect(),
     };
     let mut found = Vec::new();
     for partition in partitions {
@@ -297,15 +318,10 @@ pub async fn state_value(
     }
     if found.is_empty() {
         return Err(AppError::NotFound(format!(
-            "stage {stage} holds no key {key:?} in this process"
+            "stage {stage} holds no key {key:?} in the partitions this process holds \
+             ({assigned:?})"
         )));
     }
-    let assigned = state
-        .inner
-        .metrics
-        .stage(&stage)
-        .snapshot()
-        .assigned_partitions;
     Ok(Json(json!({
         "stage": stage,
         "key": key,
@@ -355,7 +371,9 @@ pub async fn replay(
         }
         ReplayError::Prepare { .. } => AppError::Unprocessable(e.to_string()),
         ReplayError::Rewind { .. } => AppError::Unavailable(e.to_string()),
-        ReplayError::Restart { .. } => AppError::Internal(e.to_string()),
+        ReplayError::Restart { .. } | ReplayError::Changelog { .. } => {
+            AppError::Internal(e.to_string())
+        }
     })
 }
 

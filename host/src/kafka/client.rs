@@ -1,5 +1,5 @@
 use rdkafka::ClientConfig;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::producer::{ProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
@@ -47,6 +47,8 @@ pub enum KafkaError {
         waited: std::time::Duration,
         code: rdkafka::types::RDKafkaErrorCode,
     },
+    #[error("cannot delete the records of {topic}: {reason}")]
+    DeleteRecords { topic: String, reason: String },
     #[error("cannot start the embedded broker: {0}")]
     Embedded(#[source] rdkafka::error::KafkaError),
 }
@@ -56,6 +58,17 @@ pub enum KafkaError {
 pub struct KafkaClients {
     pub bootstrap: String,
     base: Vec<(String, String)>,
+    /// This process's static group membership id (`--instance-id`), if any.
+    instance_id: Option<String>,
+}
+
+/// How a stage's consumer takes part in its group.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Bytes of messages it may prefetch, KiB.
+    pub prefetch_kb: usize,
+    /// How often stored offsets are committed.
+    pub commit_interval: std::time::Duration,
 }
 
 impl KafkaClients {
@@ -63,6 +76,7 @@ impl KafkaClients {
         KafkaClients {
             bootstrap,
             base: kafka.client_properties(),
+            instance_id: None,
         }
     }
 
@@ -70,8 +84,27 @@ impl KafkaClients {
     pub fn with_bootstrap(&self, bootstrap: String) -> Self {
         KafkaClients {
             bootstrap,
-            base: self.base.clone(),
+            ..self.clone()
         }
+    }
+
+    /// New settings from a reloaded pipeline.toml, against the same cluster
+    /// and with the same instance id.
+    pub fn with_settings(&self, kafka: &KafkaConfig) -> Self {
+        KafkaClients {
+            bootstrap: self.bootstrap.clone(),
+            base: kafka.client_properties(),
+            instance_id: self.instance_id.clone(),
+        }
+    }
+
+    /// Stage consumers join their groups as static members named after
+    /// `id` (`group.instance.id` = `<id>.<stage>`): a process restarted
+    /// with the same id within the session timeout gets its partitions
+    /// back without a rebalance.
+    pub fn with_instance_id(mut self, id: Option<String>) -> Self {
+        self.instance_id = id.filter(|id| !id.is_empty());
+        self
     }
 
     fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
@@ -168,21 +201,59 @@ impl KafkaClients {
     }
 
     /// A stage's consumer. Offsets are stored by the stage only once every
-    /// record derived from a message is acknowledged, and auto-commit then
-    /// commits only stored offsets: at-least-once.
-    pub fn consumer(&self, group_id: &str, prefetch_kb: usize) -> Result<BaseConsumer, KafkaError> {
-        let prefetch_kb = prefetch_kb.to_string();
-        self.config(&[
+    /// record derived from a message is acknowledged (and its state changes
+    /// are in the changelog), and auto-commit then commits only stored
+    /// offsets: at-least-once.
+    ///
+    /// The range assignor gives one member partition p of every input
+    /// topic, which a stage whose keyed state is scoped by partition number
+    /// across its inputs needs; `context` sees every rebalance.
+    pub fn consumer<C: ConsumerContext>(
+        &self,
+        group_id: &str,
+        stage: &str,
+        options: &ConsumerOptions,
+        context: C,
+    ) -> Result<BaseConsumer<C>, KafkaError> {
+        let prefetch_kb = options.prefetch_kb.to_string();
+        let commit_ms = options.commit_interval.as_millis().max(1).to_string();
+        let mut config = self.config(&[
             ("queued.max.messages.kbytes", &prefetch_kb),
             ("group.id", group_id),
             ("enable.auto.commit", "true"),
             ("enable.auto.offset.store", "false"),
-            ("auto.commit.interval.ms", "1000"),
+            ("auto.commit.interval.ms", &commit_ms),
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
             ("fetch.wait.max.ms", "10"),
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "1000"),
+            ("partition.assignment.strategy", "range"),
+            ("isolation.level", "read_committed"),
+        ]);
+        if let Some(id) = &self.instance_id {
+            config.set("group.instance.id", format!("{id}.{stage}"));
+        }
+        config
+            .create_with_context(context)
+            .map_err(self.client_err("consumer"))
+    }
+
+    /// A consumer in no group that reads changelog partitions from their
+    /// beginning, committed transactions only, and says when it reaches the
+    /// end of each.
+    pub fn restore_consumer(&self) -> Result<BaseConsumer, KafkaError> {
+        self.config(&[
+            ("group.id", "weir-restore"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+            ("fetch.wait.max.ms", "10"),
+            ("fetch.max.bytes", "52428800"),
+            ("max.partition.fetch.bytes", "10485760"),
+            ("queued.max.messages.kbytes", "262144"),
         ])
         .create()
         .map_err(self.client_err("consumer"))

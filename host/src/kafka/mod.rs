@@ -8,9 +8,9 @@ mod offsets;
 mod refusal;
 mod topics;
 
-pub use client::{KafkaClients, KafkaError};
+pub use client::{ConsumerOptions, KafkaClients, KafkaError};
 pub use embedded::EmbeddedBroker;
 pub use fetch::fetch_one;
 pub use offsets::{PartitionRewind, rewind_group};
 pub use refusal::Refusal;
-pub use topics::ensure_topics;
+pub use topics::{delete_all_records, ensure_topics, topic_layouts};

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -32,8 +32,8 @@ pub struct PartitionRewind {
 /// offset, through `consumer` (of that group, not subscribed). The group
 /// must have no active member, or the coordinator refuses the commit; a
 /// member that is leaving is waited for.
-pub fn rewind_group(
-    consumer: &BaseConsumer,
+pub fn rewind_group<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     group: &str,
     topics: &[String],
 ) -> Result<Vec<PartitionRewind>, KafkaError> {

@@ -70,3 +70,78 @@ pub async fn ensure_topics(
     }
     Ok(())
 }
+
+/// Partitions and replicas (of partition 0) of each of `topics` that
+/// exists.
+pub fn topic_layouts(
+    clients: &KafkaClients,
+    topics: &[String],
+) -> Result<std::collections::HashMap<String, (i32, i32)>, KafkaError> {
+    let admin = clients.admin()?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|source| KafkaError::Metadata {
+            bootstrap: clients.bootstrap.clone(),
+            source,
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && topics.iter().any(|n| n == t.name()))
+        .map(|t| {
+            let replicas = t
+                .partitions()
+                .iter()
+                .find(|p| p.id() == 0)
+                .map_or(1, |p| p.replicas().len() as i32);
+            (
+                t.name().to_string(),
+                (t.partitions().len() as i32, replicas.max(1)),
+            )
+        })
+        .collect())
+}
+
+/// Deletes every record of `topic` (all partitions, up to their ends now);
+/// a topic that does not exist has nothing to delete. Kafka refuses this
+/// for a topic whose `cleanup.policy` lacks `delete`.
+pub async fn delete_all_records(clients: &KafkaClients, topic: &str) -> Result<(), KafkaError> {
+    let admin = clients.admin()?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| KafkaError::Metadata {
+            bootstrap: clients.bootstrap.clone(),
+            source,
+        })?;
+    let Some(t) = metadata.topics().iter().find(|t| t.error().is_none()) else {
+        return Ok(());
+    };
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in t.partitions() {
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::End)
+            .map_err(|e| delete_failed(topic, &e.to_string()))?;
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let result = admin
+        .delete_records(&tpl, &opts)
+        .await
+        .map_err(|e| delete_failed(topic, &e.to_string()))?;
+    for e in result.elements() {
+        if let Err(err) = e.error() {
+            return Err(delete_failed(
+                topic,
+                &format!("partition {}: {err}", e.partition()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn delete_failed(topic: &str, reason: &str) -> KafkaError {
+    KafkaError::DeleteRecords {
+        topic: topic.to_string(),
+        reason: reason.to_string(),
+    }
+}

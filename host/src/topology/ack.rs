@@ -22,12 +22,15 @@ use super::budget::Budget;
 /// Which input message a produced record derives from, packed into the
 /// producer's per-record opaque word: a ledger slot (one per input
 /// partition), the input offset, and whether the record is a dead letter.
+/// A changelog record's tag names instead its changelog partition and the
+/// flush it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tag(usize);
 
-const OFFSET_BITS: u32 = 47;
+const OFFSET_BITS: u32 = 46;
 const SLOT_BITS: u32 = 16;
-const DEAD_LETTER_BIT: usize = 1 << (OFFSET_BITS + SLOT_BITS);
+const CHANGELOG_BIT: usize = 1 << (OFFSET_BITS + SLOT_BITS);
+const DEAD_LETTER_BIT: usize = 1 << (OFFSET_BITS + SLOT_BITS + 1);
 const MAX_SLOTS: usize = 1 << SLOT_BITS;
 
 impl Tag {
@@ -39,6 +42,21 @@ impl Tag {
             word |= DEAD_LETTER_BIT;
         }
         Tag(word)
+    }
+
+    /// A record of flush `seq` to changelog partition `partition`.
+    pub fn changelog(partition: i32, seq: u64) -> Tag {
+        let mut tag = Tag::new(
+            partition as u32,
+            (seq & ((1 << OFFSET_BITS) - 1)) as i64,
+            false,
+        );
+        tag.0 |= CHANGELOG_BIT;
+        tag
+    }
+
+    pub fn is_changelog(self) -> bool {
+        self.0 & CHANGELOG_BIT != 0
     }
 
     pub fn slot(self) -> u32 {
@@ -56,11 +74,18 @@ impl Tag {
     pub fn word(self) -> usize {
         self.0
     }
+
+    /// The tag a record's opaque word carries.
+    pub fn from_word(word: usize) -> Tag {
+        Tag(word)
+    }
 }
 
 /// What the broker said about one record.
 pub struct Delivery {
     pub tag: Tag,
+    /// Where the broker put the record (-1 if it refused it).
+    pub offset: i64,
     /// The error and the record, for a re-send.
     pub failed: Option<(rdkafka::error::KafkaError, OwnedMessage)>,
 }
@@ -162,6 +187,11 @@ impl ProducerContext for Deliveries {
         };
         queue.reports.push(Delivery {
             tag: Tag(opaque),
+            offset: if failed.is_none() {
+                rdkafka::Message::offset(m)
+            } else {
+                -1
+            },
             failed,
         });
     }
@@ -175,6 +205,22 @@ struct PartitionLedger {
     /// (offset, records not yet acknowledged), in offset order.
     pending: VecDeque<(i64, u32)>,
     last_pushed: i64,
+    /// How many entries at the front of `pending` have nothing left to
+    /// wait for.
+    acked: usize,
+    /// The last offset whose state changes are in the changelog: later
+    /// ones are not stored, however acknowledged (`i64::MAX` for a stage
+    /// without a changelog).
+    durable: i64,
+}
+
+impl PartitionLedger {
+    /// Extends the acknowledged prefix.
+    fn catch_up(&mut self) {
+        while self.pending.get(self.acked).is_some_and(|e| e.1 == 0) {
+            self.acked += 1;
+        }
+    }
 }
 
 /// Outstanding records per input message, for every input partition.
@@ -183,6 +229,8 @@ pub struct Ledger {
     slots: Vec<Option<PartitionLedger>>,
     by_partition: HashMap<(String, i32), u32>,
     cursor: usize,
+    /// Whether offsets also wait for the changelog (see `durable`).
+    hold: bool,
 }
 
 impl Ledger {
@@ -202,6 +250,8 @@ impl Ledger {
             partition,
             pending: VecDeque::new(),
             last_pushed: -1,
+            acked: 0,
+            durable: if self.hold { -1 } else { i64::MAX },
         };
         // A forgotten slot is reused only once all 2^16 are taken, so a
         // late acknowledgement cannot land on a new owner of its slot.
@@ -245,14 +295,73 @@ impl Ledger {
         }
     }
 
-    /// Pops every fully acknowledged prefix and calls `store(topic,
-    /// partition, last offset, messages)` once per partition that moved.
+    /// A ledger whose offsets also wait until the state changes of their
+    /// messages are in the changelog ([`Ledger::set_durable`]).
+    pub fn holding() -> Self {
+        Ledger {
+            hold: true,
+            ..Ledger::default()
+        }
+    }
+
+    /// The live slots of input partition number `partition` (one per
+    /// input topic) and the last offset pushed to each.
+    pub fn marks(&self, partition: i32) -> Vec<(u32, i64)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let p = p.as_ref()?;
+                (p.partition == partition && p.last_pushed >= 0)
+                    .then_some((i as u32, p.last_pushed))
+            })
+            .collect()
+    }
+
+    /// Whether every message of `slot` up to `offset` has all its records
+    /// acknowledged (a slot gone since counts as done: its partition is
+    /// read again from its last commit).
+    pub fn acked_through(&mut self, slot: u32, offset: i64) -> bool {
+        let Some(Some(p)) = self.slots.get_mut(slot as usize) else {
+            return true;
+        };
+        p.catch_up();
+        p.pending.get(p.acked).is_none_or(|e| e.0 > offset)
+    }
+
+    /// The state changes of `slot`'s messages up to `offset` are in the
+    /// changelog: their offsets may be stored.
+    pub fn set_durable(&mut self, slot: u32, offset: i64) {
+        if let Some(Some(p)) = self.slots.get_mut(slot as usize) {
+            p.durable = p.durable.max(offset);
+        }
+    }
+
+    /// Forgets every slot of input partition number `partition` (revoked):
+    /// late acknowledgements for them count for nothing.
+    pub fn forget(&mut self, partition: i32) {
+        for slot in self.slots.iter_mut() {
+            if slot.as_ref().is_some_and(|p| p.partition == partition) {
+                let p = slot.take().expect("checked");
+                self.by_partition.remove(&(p.topic, p.partition));
+            }
+        }
+    }
+
+    /// Pops every fully acknowledged (and, when holding, durable) prefix
+    /// and calls `store(topic, partition, last offset, messages)` once per
+    /// partition that moved.
     pub fn advance(&mut self, mut store: impl FnMut(&str, i32, i64, u64)) {
         for p in self.slots.iter_mut().flatten() {
             let mut last = None;
             let mut n = 0;
-            while let Some(&(offset, 0)) = p.pending.front() {
+            p.catch_up();
+            while let Some(&(offset, _)) = p.pending.front() {
+                if p.acked == 0 || offset > p.durable {
+                    break;
+                }
                 p.pending.pop_front();
+                p.acked -= 1;
                 last = Some(offset);
                 n += 1;
             }
@@ -286,13 +395,52 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        let t = Tag::new(65_535, (1 << 47) - 1, true);
+        let t = Tag::new(65_535, (1 << 46) - 1, true);
         assert_eq!(
-            (t.slot(), t.offset(), t.dead_letter()),
-            (65_535, (1 << 47) - 1, true)
+            (t.slot(), t.offset(), t.dead_letter(), t.is_changelog()),
+            (65_535, (1 << 46) - 1, true, false)
         );
         let t = Tag::new(3, 42, false);
         assert_eq!((t.slot(), t.offset(), t.dead_letter()), (3, 42, false));
+        let t = Tag::changelog(7, 9);
+        assert_eq!(
+            (t.slot(), t.offset(), t.dead_letter(), t.is_changelog()),
+            (7, 9, false, true)
+        );
+    }
+
+    #[test]
+    fn a_holding_ledger_stores_offsets_only_once_durable() {
+        let mut l = Ledger::holding();
+        let a = l.slot("orders", 0, 0);
+        let b = l.slot("returns", 0, 0);
+        let other = l.slot("orders", 1, 0);
+        l.push(a, 0, 1);
+        l.push(a, 1, 0);
+        l.push(b, 0, 0);
+        l.push(other, 0, 0);
+        assert_eq!(l.marks(0), vec![(a, 1), (b, 0)]);
+        assert!(!l.acked_through(a, 1), "offset 0 waits for its output");
+        assert!(l.acked_through(b, 0));
+        l.ack(Tag::new(a, 0, false));
+        assert!(l.acked_through(a, 1));
+        assert_eq!(stored(&mut l), vec![], "acknowledged, not yet durable");
+        l.set_durable(a, 0);
+        assert_eq!(stored(&mut l), vec![("orders".into(), 0, 0, 1)]);
+        l.set_durable(a, 1);
+        l.set_durable(b, 0);
+        assert_eq!(
+            stored(&mut l),
+            vec![("orders".into(), 0, 1, 1), ("returns".into(), 0, 0, 1)]
+        );
+        // Revoked: late acknowledgements and marks are ignored.
+        l.push(a, 2, 1);
+        l.forget(0);
+        assert!(!l.ack(Tag::new(a, 2, false)));
+        assert!(l.acked_through(a, 2));
+        assert_eq!(l.marks(0), vec![]);
+        assert_eq!(l.outstanding(), 1, "partition 1's message waits");
+        assert_eq!(l.source(other), Some(("orders", 1)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -32,9 +32,9 @@ pub struct LagSampler {
 }
 
 impl LagSampler {
-    pub fn spawn(
+    pub fn spawn<C: ConsumerContext + 'static>(
         stage: &str,
-        consumer: Arc<BaseConsumer>,
+        consumer: Arc<BaseConsumer<C>>,
         inputs: Vec<String>,
         metrics: Arc<StageMetrics>,
     ) -> Self {
@@ -73,7 +73,11 @@ impl Drop for LagSampler {
 /// consumer with no assignment (paused before its first poll, or out of
 /// the group after a long pause) counts from the committed offsets over
 /// all of its inputs' partitions, as `kafka-consumer-groups.sh` does.
-fn sample(consumer: &BaseConsumer, inputs: &[String], metrics: &StageMetrics) {
+fn sample<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    inputs: &[String],
+    metrics: &StageMetrics,
+) {
     let assignment = consumer.assignment().unwrap_or_default();
     let (positions, held) = if assignment.count() > 0 {
         let mut held: Vec<i32> = assignment
@@ -123,7 +127,10 @@ fn sample(consumer: &BaseConsumer, inputs: &[String], metrics: &StageMetrics) {
     metrics.lag.store(lag as u64, Ordering::Relaxed);
 }
 
-fn all_partitions(consumer: &BaseConsumer, inputs: &[String]) -> KafkaResult<TopicPartitionList> {
+fn all_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    inputs: &[String],
+) -> KafkaResult<TopicPartitionList> {
     let mut all = TopicPartitionList::new();
     for topic in inputs {
         let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;

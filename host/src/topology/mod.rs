@@ -7,8 +7,10 @@
 
 mod ack;
 mod budget;
+pub mod changelog;
 mod dead_letter;
 mod lag;
+mod rebalance;
 pub mod reload;
 pub mod replay;
 mod stage;
@@ -18,13 +20,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{PipelineConfig, StageConfig};
-use crate::kafka::{KafkaClients, KafkaError};
+use crate::config::{PipelineConfig, StageConfig, StateBackend};
+use crate::kafka::{ConsumerOptions, KafkaClients, KafkaError};
 use crate::wasm::{Plugin, Runtime, StageContext, WasmError};
 
 pub use budget::Budget;
@@ -38,6 +39,8 @@ pub enum TopologyError {
     Kafka(#[from] KafkaError),
     #[error("stage {stage} failed: {reason}")]
     StageFailed { stage: String, reason: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What the admin API shows of a stage.
@@ -175,14 +178,15 @@ pub fn stage_context(stage: &StageConfig) -> StageContext {
 /// compiled plugin and its Kafka clients.
 pub struct StageParts {
     plugin: Arc<Plugin>,
-    consumer: BaseConsumer,
-    producer: stage::StageProducer,
+    consumer: stage::StageConsumer,
+    producer: Arc<stage::StageProducer>,
+    shared: Arc<rebalance::Shared>,
     clients: KafkaClients,
 }
 
 impl StageParts {
     /// The stage's consumer, before the stage starts with it.
-    pub fn consumer(&self) -> &BaseConsumer {
+    pub fn consumer(&self) -> &stage::StageConsumer {
         &self.consumer
     }
 }
@@ -195,7 +199,7 @@ pub fn prepare_stage(
     config: &PipelineConfig,
     runtime: &Runtime,
     clients: &KafkaClients,
-    control: &StageControl,
+    control: &Arc<StageControl>,
 ) -> Result<StageParts, TopologyError> {
     let plugin = Arc::new(runtime.load(&sc.name, &sc.plugin)?);
     // The budget bounds what waits for the broker; a consumer's prefetch
@@ -203,18 +207,46 @@ pub fn prepare_stage(
     // with the number of stages while the broker is away.
     let budget_kb = config.kafka.max_buffered_bytes / 1024;
     let prefetch_kb = (budget_kb / 4 / config.stages.len().max(1)).clamp(1024, 65536);
-    let consumer = clients.consumer(&config.kafka.consumer_group(&sc.name), prefetch_kb)?;
+    let changelog = (sc.state == StateBackend::Changelog).then(|| {
+        runtime.state.track_changes(&sc.name);
+        changelog::Changelog::new(
+            config.kafka.changelog_topic(&sc.name),
+            &sc.name,
+            config.kafka.commit_interval,
+        )
+    });
+    let shared = rebalance::Shared::new(
+        &sc.name,
+        sc.inputs.clone(),
+        changelog,
+        runtime.state.clone(),
+        runtime.metrics.stage(&sc.name),
+        control.clone(),
+    );
+    let consumer = clients.consumer(
+        &config.kafka.consumer_group(&sc.name),
+        &sc.name,
+        &ConsumerOptions {
+            prefetch_kb,
+            commit_interval: config.kafka.commit_interval,
+        },
+        rebalance::Rebalancer {
+            shared: shared.clone(),
+        },
+    )?;
     // A producer per stage: its delivery reports go straight to the
     // stage that waits for them.
-    let producer = clients.producer(
+    let producer = Arc::new(clients.producer(
         ack::Deliveries::new(control.budget.clone()),
         stage::max_record_bytes(sc),
         budget_kb,
-    )?;
+    )?);
+    let _ = shared.producer.set(producer.clone());
     Ok(StageParts {
         plugin,
         consumer,
         producer,
+        shared,
         clients: clients.clone(),
     })
 }
@@ -241,6 +273,7 @@ pub fn assemble_stage(
         stage::StageIo {
             consumer: parts.consumer,
             producer: parts.producer,
+            shared: parts.shared,
             clients: parts.clients,
             swaps: swap_rx,
             control: control.clone(),

@@ -115,6 +115,7 @@ fn io_changed(o: &StageConfig, n: &StageConfig) -> bool {
         || o.outputs != n.outputs
         || o.dead_letter != n.dead_letter
         || o.batch != n.batch
+        || o.state != n.state
 }
 
 /// What a reload does to each stage.
@@ -263,7 +264,7 @@ impl Controller {
             self.control
                 .budget
                 .set_limit(new.kafka.max_buffered_bytes as u64);
-            KafkaClients::new(self.clients.bootstrap.clone(), &new.kafka)
+            self.clients.with_settings(&new.kafka)
         };
         let generation = self
             .status
@@ -277,6 +278,11 @@ impl Controller {
         if new.topics != self.config.topics {
             tokio::runtime::Handle::current()
                 .block_on(ensure_topics(&clients, &new.topics))
+                .map_err(|e| e.to_string())?;
+        }
+        if !plan.added.is_empty() || !plan.restarted.is_empty() {
+            tokio::runtime::Handle::current()
+                .block_on(super::changelog::ensure(&clients, &new, false))
                 .map_err(|e| e.to_string())?;
         }
         let mut built = Vec::new();

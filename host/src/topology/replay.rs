@@ -2,7 +2,8 @@
 //! keyed state cleared, so what it derives is rebuilt rather than doubled.
 //!
 //! The stage is stopped (it drains and commits), its group's offsets are
-//! moved to the start of each input partition, its state is dropped, and a
+//! moved to the start of each input partition, its state is dropped (and
+//! its changelog's records deleted), and a
 //! fresh instance of the same plugin build starts from there. What can fail
 //! before anything stops (compiling the plugin, creating clients) is done
 //! first; if the offsets cannot be moved, the stage resumes as it was.
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use super::reload::{Controller, stop_and_wait};
 use super::{TopologyError, assemble_stage, prepare_stage, start_stage};
-use crate::kafka::{KafkaError, PartitionRewind, rewind_group};
+use crate::kafka::{KafkaError, PartitionRewind, delete_all_records, rewind_group};
 use crate::metrics::StageMetrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,16 @@ pub enum ReplayError {
         "stage {stage}: {source}; the stage resumed from its committed offsets with its state kept"
     )]
     Rewind {
+        stage: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error(
+        "stage {stage} is stopped: its offsets were rewound, but its changelog could not be \
+         cleared ({source}); a changelog created by weir allows it (cleanup.policy \
+         compact,delete); fix the topic and reload to start the stage"
+    )]
+    Changelog {
         stage: String,
         #[source]
         source: KafkaError,
@@ -113,17 +124,33 @@ impl Controller {
             });
         }
 
+        let state = &self.runtime.state;
+        // Counted while the stage holds its partitions: a stopped stage
+        // leaves its state to the changelog.
+        let held = state.len(name);
         if let Some(handle) = self.running.remove(name) {
             stop_and_wait(handle, "replay");
         }
         let group = self.config.kafka.consumer_group(name);
         let rewound = rewind_group(parts.consumer(), &group, &sc.inputs);
-        let state = &self.runtime.state;
         let state_keys_cleared = match &rewound {
             Ok(_) => {
-                let n = state.len(name);
                 state.clear_stage(name);
-                n
+                if sc.state == crate::config::StateBackend::Changelog {
+                    let topic = self.config.kafka.changelog_topic(name);
+                    let deleted = tokio::runtime::Handle::current()
+                        .block_on(delete_all_records(&self.clients, &topic));
+                    if let Err(source) = deleted {
+                        // Started now, the stage would restore the state
+                        // of the messages it is about to read again.
+                        tracing::error!(stage = name, changelog = topic, error = %source, "replay cannot clear the changelog; the stage stays stopped");
+                        return Err(ReplayError::Changelog {
+                            stage: name.to_string(),
+                            source,
+                        });
+                    }
+                }
+                held
             }
             // Nothing moved: the stage goes on from where it was, with the
             // state that goes with those offsets.

@@ -14,16 +14,18 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage, Timestamp};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::ack::{Deliveries, Delivery, Ledger, Tag, budget_bytes};
+use super::changelog;
 use super::lag::LagSampler;
+use super::rebalance::{Rebalancer, Shared, apply, store_offsets};
 use super::reload::Swap;
 use super::{StageControl, StageInfo, TopologyError, dead_letter};
 use crate::config::{OnError, StageConfig};
@@ -39,6 +41,8 @@ use crate::wasm::{
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Extra attempts a message alone gets after timing out, before it fails.
 const TIMEOUT_RETRIES: u32 = 2;
+/// How long a changelog may stay unreadable before the stage gives up.
+const RESTORE_PATIENCE: Duration = Duration::from_secs(30);
 /// How long re-reading an input for its dead letter may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for weir's and the original headers on top of a record's key and
@@ -57,11 +61,14 @@ pub fn max_record_bytes(config: &StageConfig) -> usize {
 }
 
 pub type StageProducer = ThreadedProducer<Deliveries>;
+pub type StageConsumer = BaseConsumer<Rebalancer>;
 
 /// A stage's connections: Kafka both ways, and reloads.
 pub struct StageIo {
-    pub consumer: BaseConsumer,
-    pub producer: StageProducer,
+    pub consumer: StageConsumer,
+    pub producer: Arc<StageProducer>,
+    /// What the consumer's rebalance callbacks share with the stage.
+    pub shared: Arc<Shared>,
     /// For the consumer that re-reads an input whose output was refused.
     pub clients: KafkaClients,
     pub swaps: Receiver<Swap>,
@@ -83,8 +90,11 @@ pub struct Stage {
     /// failing, not the message, so the stage stops instead of failing
     /// message after message through `on_error`.
     cannot_instantiate: Option<String>,
-    consumer: Arc<BaseConsumer>,
-    producer: StageProducer,
+    /// Since when restoring state has failed, if it is failing.
+    restore_failing_since: Option<Instant>,
+    consumer: Arc<StageConsumer>,
+    producer: Arc<StageProducer>,
+    shared: Arc<Shared>,
     clients: KafkaClients,
     /// Made on first use: reads back inputs whose outputs were refused.
     fetcher: Option<BaseConsumer>,
@@ -120,6 +130,7 @@ impl Stage {
         let StageIo {
             consumer,
             producer,
+            shared,
             clients,
             swaps,
             control,
@@ -137,8 +148,10 @@ impl Stage {
             plugin,
             instance: Some(instance),
             cannot_instantiate: None,
+            restore_failing_since: None,
             consumer: Arc::new(consumer),
             producer,
+            shared,
             clients,
             fetcher: None,
             topics,
@@ -226,6 +239,7 @@ impl Stage {
         pipeline: CancellationToken,
     ) -> Result<(), TopologyError> {
         let consumer = self.consumer.clone();
+        let shared = self.shared.clone();
         // Stopped (dropped) when `run` returns, before the consumer is.
         let _lag = LagSampler::spawn(
             &self.config.name,
@@ -233,7 +247,6 @@ impl Stage {
             self.config.inputs.clone(),
             self.metrics.clone(),
         );
-        let mut ledger = Ledger::default();
         let mut deliveries = Vec::new();
         tracing::info!(stage = self.config.name, inputs = ?self.config.inputs, "stage running");
         let result = loop {
@@ -241,12 +254,15 @@ impl Stage {
                 break Ok(());
             }
             self.take_swaps();
+            if let Err(e) = self.restore_pending(&pipeline) {
+                break Err(e);
+            }
             // Paused by the operator: no polling, but acknowledgements keep
             // settling and offsets committing. A pause longer than the
             // consumer's max.poll.interval.ms leaves the group; the next
             // poll rejoins from the committed offsets.
             if self.control.paused.load(Ordering::Relaxed) {
-                if let Err(e) = self.settle(&mut ledger, &mut deliveries, &pipeline) {
+                if let Err(e) = self.settle(&mut deliveries, &pipeline, false) {
                     break Err(e);
                 }
                 std::thread::sleep(IDLE_POLL);
@@ -254,36 +270,54 @@ impl Stage {
             }
             let batch = self.next_batch(&consumer);
             if !batch.is_empty() {
-                match self.handle(&batch, &mut ledger, &stop, &pipeline) {
+                let mut progress = shared.lock();
+                match self.handle(&batch, &mut progress.ledger, &stop, &pipeline) {
                     Ok(()) => {}
                     Err(StageError::Stopping) => break Ok(()),
                     Err(StageError::Failed(e)) => break Err(e),
                 }
             }
             drop(batch);
-            if let Err(e) = self.settle(&mut ledger, &mut deliveries, &pipeline) {
+            if let Err(e) = self.settle(&mut deliveries, &pipeline, false) {
                 break Err(e);
             }
         };
         // A failed stage commits what was acknowledged before the failure,
         // and nothing after it; what it waits for may never come, so it
         // waits no longer than a stopping process does.
-        let drained = self.drain(&mut ledger, &mut deliveries, &pipeline, result.is_err());
+        let drained = self.drain(&mut deliveries, &pipeline, result.is_err());
         let result = result.and(drained);
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(RdKafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => tracing::warn!(stage = self.config.name, error = %e, "final commit failed"),
+        }
+        // The state this stage held is its changelog's now; whoever owns
+        // the partitions next restores it from there.
+        {
+            let mut progress = shared.lock();
+            if let Some(changelog) = &mut progress.changelog {
+                let owned: Vec<i32> = changelog.owned().collect();
+                for p in owned {
+                    changelog.release(&*shared.store, p, true);
+                }
+            }
         }
         tracing::info!(stage = self.config.name, "stage stopped");
         result
     }
 
     /// Waits up to [`IDLE_POLL`] for one message, then takes whatever else
-    /// arrives within `max_wait`, up to `max_messages`.
-    fn next_batch<'c>(&self, consumer: &'c BaseConsumer) -> Vec<BorrowedMessage<'c>> {
+    /// arrives within `max_wait`, up to `max_messages`. A rebalance during
+    /// the polls drops the messages of revoked partitions, and ends the
+    /// batch when partitions wait to be restored.
+    fn next_batch<'c>(&self, consumer: &'c StageConsumer) -> Vec<BorrowedMessage<'c>> {
         let max = self.config.batch.max_messages;
         let mut batch = Vec::new();
-        let Some(first) = self.poll(consumer, IDLE_POLL) else {
+        let first = self.poll(consumer, IDLE_POLL);
+        if self.rebalanced(&mut batch) {
+            return batch;
+        }
+        let Some(first) = first else {
             return batch;
         };
         batch.reserve(max.min(1024));
@@ -291,25 +325,222 @@ impl Stage {
         let deadline = Instant::now() + self.config.batch.max_wait;
         while batch.len() < max {
             // Messages already fetched come back without waiting.
-            if let Some(m) = self.poll(consumer, Duration::ZERO) {
-                batch.push(m);
-                continue;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match self.poll(consumer, deadline - now) {
+            let next = match self.poll(consumer, Duration::ZERO) {
+                Some(m) => Some(m),
+                None => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    self.poll(consumer, deadline - now)
+                }
+            };
+            let restore = self.rebalanced(&mut batch);
+            match next {
                 Some(m) => batch.push(m),
                 None => break,
+            }
+            if restore {
+                break;
             }
         }
         batch
     }
 
+    /// After a poll: if the group moved partitions meanwhile, drops the
+    /// messages of revoked partitions from `batch`; true if partitions wait
+    /// to be restored.
+    fn rebalanced(&self, batch: &mut Vec<BorrowedMessage<'_>>) -> bool {
+        if !self.shared.rebalanced.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let mut progress = self.shared.lock();
+        let revoked = std::mem::take(&mut progress.revoked);
+        if !revoked.is_empty() {
+            let before = batch.len();
+            batch.retain(|m| {
+                !revoked
+                    .iter()
+                    .any(|(t, p)| t == m.topic() && *p == m.partition())
+            });
+            if batch.len() < before {
+                tracing::debug!(
+                    stage = self.config.name,
+                    dropped = before - batch.len(),
+                    "messages of revoked partitions dropped before processing"
+                );
+            }
+        }
+        !progress.restoring.is_empty()
+    }
+
+    /// Restores the state of the partitions assigned since the last batch
+    /// from the changelog, then resumes them. Everything assigned stays
+    /// paused meanwhile, and the consumer is polled between reads so that
+    /// this process stays in its group through a long restore.
+    fn restore_pending(&mut self, abandon: &CancellationToken) -> Result<(), TopologyError> {
+        let shared = &self.shared;
+        let (topic, todo) = {
+            let progress = shared.lock();
+            match &progress.changelog {
+                Some(c) if !progress.restoring.is_empty() => {
+                    (c.topic.clone(), progress.restoring.clone())
+                }
+                _ => return Ok(()),
+            }
+        };
+        let consumer = &self.consumer;
+        let started = Instant::now();
+        let assignment = consumer.assignment().unwrap_or_default();
+        if let Err(e) = consumer.pause(&assignment) {
+            tracing::warn!(stage = self.config.name, error = %e, "cannot pause for a restore");
+        }
+        let outcome = self.read_changelog(&topic, &todo, abandon);
+        // Resume all that is assigned and not waiting for a restore; a
+        // message polled while paused is read again from where it was.
+        let (rewind, restored) = match outcome {
+            Ok(r) => {
+                self.restore_failing_since = None;
+                r
+            }
+            Err(e) => {
+                // A topic just created can take a moment to be known; a
+                // changelog that stays unreadable (deleted, too few
+                // partitions) stops the stage rather than let it wait
+                // unseen.
+                let since = *self.restore_failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= RESTORE_PATIENCE {
+                    return Err(TopologyError::StageFailed {
+                        stage: self.config.name.clone(),
+                        reason: format!(
+                            "cannot restore keyed state from the changelog topic {topic} for \
+                             partitions {todo:?}: {e}; it needs a partition for every input \
+                             partition of the stage"
+                        ),
+                    });
+                }
+                tracing::warn!(stage = self.config.name, changelog = topic, error = %e, "cannot restore state yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+                (Vec::new(), changelog::Restored::default())
+            }
+        };
+        let progress = shared.lock();
+        let mut resume = TopicPartitionList::new();
+        if let Ok(now) = consumer.assignment() {
+            for e in now.elements() {
+                if !progress.restoring.contains(&e.partition()) {
+                    resume.add_partition(e.topic(), e.partition());
+                }
+            }
+        }
+        drop(progress);
+        if let Err(e) = consumer.resume(&resume) {
+            tracing::warn!(stage = self.config.name, error = %e, "cannot resume after a restore");
+        }
+        for (topic, partition, offset) in rewind {
+            if let Err(e) = consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            ) {
+                tracing::warn!(stage = self.config.name, topic, partition, offset, error = %e, "cannot rewind after a restore");
+            }
+        }
+        if restored.partitions > 0 {
+            let ms = started.elapsed().as_millis() as u64;
+            StageMetrics::add(&self.metrics.state_restored_records, restored.records);
+            self.metrics
+                .last_restore_ms
+                .store(ms, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                stage = self.config.name,
+                changelog = topic,
+                partitions = restored.partitions,
+                records = restored.records,
+                duration_ms = ms,
+                "state restored"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads `todo`'s changelog partitions into the store; returns the
+    /// input messages polled meanwhile (to read again) and what was read.
+    #[allow(clippy::type_complexity)]
+    fn read_changelog(
+        &self,
+        topic: &str,
+        todo: &std::collections::BTreeSet<i32>,
+        abandon: &CancellationToken,
+    ) -> Result<(Vec<(String, i32, i64)>, changelog::Restored), String> {
+        let shared = &self.shared;
+        let store = &*shared.store;
+        let restorer = self.clients.restore_consumer().map_err(|e| e.to_string())?;
+        let mut ends = std::collections::BTreeMap::new();
+        for &p in todo {
+            let (_, high) = restorer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            let mut progress = shared.lock();
+            let Some(changelog) = &mut progress.changelog else {
+                break;
+            };
+            if changelog.still_current(p, high) {
+                // Revoked and assigned back with nobody writing meanwhile:
+                // the state in memory is the changelog's.
+                changelog.adopt(p, high);
+                progress.restoring.remove(&p);
+                continue;
+            }
+            changelog.forget_suspended(p);
+            store.drop_partition(&crate::state::Scope {
+                stage: self.config.name.as_str().into(),
+                partition: p,
+            });
+            ends.insert(p, high);
+        }
+        let mut rewind: Vec<(String, i32, i64)> = Vec::new();
+        let restored =
+            changelog::restore(&restorer, topic, &self.config.name, &ends, store, || {
+                if abandon.is_cancelled() {
+                    return ends.keys().copied().collect();
+                }
+                if let Some(Ok(m)) = self.consumer.poll(Duration::ZERO) {
+                    let at = (m.topic().to_string(), m.partition(), m.offset());
+                    if !rewind.iter().any(|(t, p, _)| *t == at.0 && *p == at.1) {
+                        rewind.push(at);
+                    }
+                }
+                let progress = shared.lock();
+                ends.keys()
+                    .copied()
+                    .filter(|p| !progress.restoring.contains(p))
+                    .collect()
+            })
+            .map_err(|e| e.to_string())?;
+        let mut progress = shared.lock();
+        let progress = &mut *progress;
+        for (&p, &end) in &ends {
+            let done = !abandon.is_cancelled() && progress.restoring.remove(&p);
+            match &mut progress.changelog {
+                Some(changelog) if done => changelog.adopt(p, end),
+                // Revoked while it was read: what was read is no one's.
+                _ if !progress.restoring.contains(&p) => {
+                    store.drop_partition(&crate::state::Scope {
+                        stage: self.config.name.as_str().into(),
+                        partition: p,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok((rewind, restored))
+    }
+
     fn poll<'c>(
         &self,
-        consumer: &'c BaseConsumer,
+        consumer: &'c StageConsumer,
         timeout: Duration,
     ) -> Option<BorrowedMessage<'c>> {
         match consumer.poll(timeout)? {
@@ -793,56 +1024,76 @@ impl Stage {
     }
 
     /// Applies the broker's acknowledgements, handles the records it
-    /// refused for good, and stores the offsets that are complete.
+    /// refused for good, writes the state changes that are due to the
+    /// changelog (all of them when `force`d), and stores the offsets that
+    /// are complete.
     fn settle(
         &mut self,
-        ledger: &mut Ledger,
         scratch: &mut Vec<Delivery>,
         abandon: &CancellationToken,
+        force: bool,
     ) -> Result<(), TopologyError> {
-        {
-            let mut by_topic = self
-                .metrics
-                .acknowledged_by_topic
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            self.producer.context().drain(scratch, &mut by_topic);
-        }
+        let shared = self.shared.clone();
+        let mut progress = shared.lock();
+        apply(&shared, &self.producer, &mut progress, scratch);
         let mut failure = None;
-        for d in scratch.drain(..) {
-            let outcome = match d.failed {
-                None => {
-                    if ledger.ack(d.tag) {
-                        let counter = if d.tag.dead_letter() {
-                            &self.metrics.dead_lettered
-                        } else {
-                            &self.metrics.emitted
-                        };
-                        StageMetrics::add(counter, 1);
-                    }
-                    Ok(())
-                }
-                // Once the stage is failing, later refusals only matter for
-                // the log: nothing past the first is committed.
-                Some(_) if failure.is_some() => Ok(()),
-                Some((error, record)) => self.refused(ledger, d.tag, &error, &record, abandon),
+        for d in std::mem::take(&mut progress.deferred) {
+            // Once the stage is failing, later refusals only matter for
+            // the log: nothing past the first is committed.
+            let Some((error, record)) = d.failed else {
+                continue;
+            };
+            if failure.is_some() {
+                continue;
+            }
+            let outcome = if d.tag.is_changelog() {
+                Err(self.changelog_failure(&changelog::ChangelogError {
+                    topic: record.topic().to_string(),
+                    source: error,
+                }))
+            } else {
+                self.refused(&mut progress.ledger, d.tag, &error, &record, abandon)
             };
             if let Err(e) = outcome {
                 failure.get_or_insert(e);
             }
         }
-        let consumer = &self.consumer;
-        let metrics = &self.metrics;
-        ledger.advance(|topic, partition, last, n| {
-            // librdkafka stores `last + 1`: the next message to read.
-            match consumer.store_offset(topic, partition, last) {
-                Ok(()) => StageMetrics::add(&metrics.committed, n),
-                // Revoked in a rebalance: its new owner re-reads from the
-                // last commit.
-                Err(e) => tracing::debug!(topic, partition, error = %e, "offset not stored"),
+        let progress = &mut *progress;
+        if failure.is_none()
+            && let Some(changelog) = &mut progress.changelog
+        {
+            let all: Vec<i32>;
+            let force = if force {
+                all = changelog.owned().collect();
+                Some(all.as_slice())
+            } else {
+                None
+            };
+            let written = changelog.written;
+            let sent = changelog.step(&mut progress.ledger, &*shared.store, force, |r| match self
+                .send(r, abandon)
+            {
+                Ok(result) => result,
+                Err(Stopping) => Err(RdKafkaError::Canceled),
+            });
+            StageMetrics::add(&self.metrics.changelog_records, changelog.written - written);
+            if let Err(e) = sent
+                && !matches!(e.source, RdKafkaError::Canceled)
+            {
+                failure = Some(self.changelog_failure(&e));
             }
-        });
+        }
+        store_offsets(&*self.consumer, &self.metrics, &mut progress.ledger);
         failure.map_or(Ok(()), Err)
+    }
+
+    /// The changelog refused a record: nothing past it may be committed,
+    /// and the state it carried would be lost, so the stage stops.
+    fn changelog_failure(&self, e: &changelog::ChangelogError) -> TopologyError {
+        TopologyError::StageFailed {
+            stage: self.config.name.clone(),
+            reason: format!("{e}; this is not a failure of a message, so on_error does not apply"),
+        }
     }
 
     /// A record the broker refused for good (the producer retries what is
@@ -941,11 +1192,11 @@ impl Stage {
         }
     }
 
-    /// On stop: waits for what is in flight; once the process is going
-    /// away (or the stage has failed), up to its drain timeout from then.
+    /// On stop: waits for what is in flight and writes the state changes
+    /// left; once the process is going away (or the stage has failed), up
+    /// to its drain timeout from then.
     fn drain(
         &mut self,
-        ledger: &mut Ledger,
         scratch: &mut Vec<Delivery>,
         abandon: &CancellationToken,
         failed: bool,
@@ -954,14 +1205,22 @@ impl Stage {
         let mut waiting_since = Instant::now();
         loop {
             let _ = self.producer.flush(Duration::from_millis(100));
-            self.settle(ledger, scratch, abandon)?;
-            if ledger.outstanding() == 0 {
+            self.settle(scratch, abandon, true)?;
+            let outstanding = {
+                let progress = self.shared.lock();
+                let changes = progress
+                    .changelog
+                    .as_ref()
+                    .is_some_and(|c| c.pending(&*self.shared.store, None));
+                progress.ledger.outstanding() + usize::from(changes)
+            };
+            if outstanding == 0 {
                 return Ok(());
             }
             if waiting_since.elapsed() >= Duration::from_secs(10) {
                 tracing::warn!(
                     stage = self.config.name,
-                    unacknowledged = ledger.outstanding(),
+                    unacknowledged = outstanding,
                     "stopping: still waiting for the broker to acknowledge records"
                 );
                 waiting_since = Instant::now();
@@ -974,7 +1233,7 @@ impl Stage {
             {
                 tracing::warn!(
                     stage = self.config.name,
-                    unacknowledged = ledger.outstanding(),
+                    unacknowledged = outstanding,
                     "stopping with messages unacknowledged; they will be consumed again"
                 );
                 return Ok(());

@@ -1,55 +1,11 @@
-//! Keyed state that plugins read and write through the `state` import.
-//!
-//! State is host-held so it survives instance restarts and plugin swaps. The
-//! [`StateStore`] trait is the seam for a durable backend; the in-memory store
-//! is the only one today.
+//! The live copy of keyed state, in process memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Whose state: a stage, and one partition of its input (or `STAGE_SCOPE`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Scope {
-    pub stage: Arc<str>,
-    pub partition: i32,
-}
-
-/// The partition number of stage-wide state, used during `init`.
-pub const STAGE_SCOPE: i32 = -1;
-
-pub trait StateStore: Send + Sync + 'static {
-    fn get(&self, scope: &Scope, key: &[u8]) -> Option<Vec<u8>>;
-    /// Sets a key, to be dropped `ttl` after this call if given (a zero
-    /// `ttl` deletes it).
-    fn set(&self, scope: &Scope, key: &[u8], value: &[u8], ttl: Option<Duration>);
-    fn delete(&self, scope: &Scope, key: &[u8]);
-    /// Drops every key of a stage (all partitions).
-    fn clear_stage(&self, stage: &str);
-    /// The number of live keys a stage holds.
-    fn len(&self, stage: &str) -> usize;
-    /// The partitions a stage holds state for, sorted.
-    fn partitions(&self, stage: &str) -> Vec<i32>;
-    /// How many keys of a stage have been dropped at the end of their ttl
-    /// since the process started (an expired key written again before a
-    /// sweep reached it is replaced, not counted).
-    fn expired(&self, stage: &str) -> u64;
-    /// What a stage's keyed state takes, all partitions together, for its
-    /// quota: keys whose ttl has run out count until a sweep drops them.
-    fn usage(&self, stage: &str) -> Usage;
-    /// The bytes (key and value) of the entry stored under `key`, counted
-    /// in [`StateStore::usage`] whether or not its ttl has run out.
-    fn stored_size(&self, scope: &Scope, key: &[u8]) -> Option<usize>;
-}
-
-/// How much keyed state a stage holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Keys and values, bytes.
-    pub bytes: u64,
-    pub keys: u64,
-}
+use super::{Change, Scope, StateStore, Usage};
 
 /// A stage's usage, kept up to date by every partition of the stage.
 #[derive(Debug, Default)]
@@ -102,20 +58,33 @@ struct Keys {
     bytes: usize,
     /// The stage's usage, which this partition's changes go to.
     tally: Arc<Tally>,
+    /// Keys changed since the changelog last took them; `None` when the
+    /// stage has no changelog.
+    changed: Option<HashSet<Vec<u8>>>,
 }
 
 impl Keys {
-    fn new(tally: Arc<Tally>) -> Self {
+    fn new(tally: Arc<Tally>, tracked: bool) -> Self {
         Keys {
             entries: HashMap::new(),
             expiring: 0,
             next_sweep: None,
             bytes: 0,
             tally,
+            changed: tracked.then(HashSet::new),
+        }
+    }
+
+    fn mark(&mut self, key: &[u8]) {
+        if let Some(changed) = &mut self.changed
+            && !changed.contains(key)
+        {
+            changed.insert(key.to_vec());
         }
     }
 
     fn insert(&mut self, key: &[u8], entry: Entry) {
+        self.mark(key);
         let expiring = entry.expires.is_some();
         let size = key.len() + entry.value.len();
         self.bytes += size;
@@ -129,6 +98,7 @@ impl Keys {
 
     fn remove(&mut self, key: &[u8]) {
         if let Some(old) = self.entries.remove(key) {
+            self.mark(key);
             self.expiring -= usize::from(old.expires.is_some());
             self.forget(key.len() + old.value.len());
         }
@@ -146,6 +116,9 @@ impl Keys {
         self.bytes = 0;
         self.expiring = 0;
         self.entries.clear();
+        if let Some(changed) = &mut self.changed {
+            changed.clear();
+        }
     }
 
     /// Drops the expired entries if a sweep is due; returns how many.
@@ -156,10 +129,15 @@ impl Keys {
         self.next_sweep = Some(now + SWEEP_EVERY);
         let before = (self.entries.len(), self.bytes);
         let mut bytes = self.bytes;
+        let changed = &mut self.changed;
         self.entries.retain(|k, e| {
             let live = e.live(|| now);
             if !live {
                 bytes -= k.len() + e.value.len();
+                // Its tombstone goes to the changelog.
+                if let Some(changed) = changed {
+                    changed.insert(k.clone());
+                }
             }
             live
         });
@@ -176,8 +154,10 @@ type Partition = Arc<Mutex<Keys>>;
 /// Where expiry reads the time; a test moves it by hand.
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
-/// State in process memory: lost on restart.
+/// State in process memory; durable when a changelog takes its changes.
 pub struct MemoryState {
+    /// Stages whose partitions remember their changed keys.
+    tracked: Mutex<HashSet<Arc<str>>>,
     scopes: Mutex<HashMap<Scope, Partition>>,
     /// Per stage; kept apart from the keys so a replay's clear keeps it
     /// monotonic.
@@ -196,6 +176,7 @@ impl Default for MemoryState {
 impl MemoryState {
     pub fn with_clock(clock: Clock) -> Self {
         MemoryState {
+            tracked: Mutex::default(),
             scopes: Mutex::default(),
             expired: Mutex::default(),
             tallies: Mutex::default(),
@@ -208,7 +189,11 @@ impl MemoryState {
         if let Some(p) = scopes.get(scope) {
             return p.clone();
         }
-        let p = Arc::new(Mutex::new(Keys::new(self.tally(&scope.stage))));
+        let tracked = scope.partition >= 0 && {
+            let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+            tracked.contains(&scope.stage)
+        };
+        let p = Arc::new(Mutex::new(Keys::new(self.tally(&scope.stage), tracked)));
         scopes.insert(scope.clone(), p.clone());
         p
     }
@@ -240,7 +225,8 @@ fn lock(p: &Partition) -> std::sync::MutexGuard<'_, Keys> {
 
 impl StateStore for MemoryState {
     fn get(&self, scope: &Scope, key: &[u8]) -> Option<Vec<u8>> {
-        let partition = self.partition(scope);
+        // A read makes no partition: a query must not leave one behind.
+        let partition = self.existing(scope)?;
         let keys = lock(&partition);
         keys.entries
             .get(key)
@@ -344,11 +330,143 @@ impl StateStore for MemoryState {
         let keys = lock(&partition);
         keys.entries.get(key).map(|e| key.len() + e.value.len())
     }
+
+    fn track_changes(&self, stage: &str) {
+        let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+        tracked.insert(stage.into());
+        drop(tracked);
+        let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        for (scope, p) in scopes.iter() {
+            if &*scope.stage == stage && scope.partition >= 0 {
+                lock(p).changed.get_or_insert_with(HashSet::new);
+            }
+        }
+    }
+
+    fn take_changes(&self, scope: &Scope) -> Vec<Change> {
+        let Some(partition) = self.existing(scope) else {
+            return Vec::new();
+        };
+        let mut keys = lock(&partition);
+        if keys.changed.is_none() {
+            return Vec::new();
+        }
+        let now = (self.clock)();
+        // Keys whose time ran out go to the changelog as tombstones, even
+        // in a partition no longer written.
+        let swept = keys.sweep(now);
+        let Some(changed) = keys.changed.as_mut().map(std::mem::take) else {
+            return Vec::new();
+        };
+        let wall = wall_ms();
+        let mut expired = Vec::new();
+        let changes = changed
+            .into_iter()
+            .map(|key| {
+                let entry = keys.entries.get(&key);
+                match entry {
+                    Some(e) if e.live(|| now) => {
+                        let expires_at_ms = e.expires.map(|at| {
+                            wall.saturating_add(
+                                    at.saturating_duration_since(now).as_millis() as i64
+                                )
+                        });
+                        Change {
+                            value: Some(e.value.clone()),
+                            key,
+                            expires_at_ms,
+                        }
+                    }
+                    found => {
+                        if found.is_some() {
+                            expired.push(key.clone());
+                        }
+                        Change {
+                            key,
+                            value: None,
+                            expires_at_ms: None,
+                        }
+                    }
+                }
+            })
+            .collect();
+        // An expired key leaves memory with its tombstone.
+        for key in &expired {
+            keys.remove(key);
+        }
+        if let Some(changed) = &mut keys.changed {
+            for key in &expired {
+                changed.remove(key);
+            }
+        }
+        drop(keys);
+        self.count_expired(&scope.stage, swept + expired.len() as u64);
+        changes
+    }
+
+    fn has_changes(&self, scope: &Scope) -> bool {
+        self.existing(scope)
+            .is_some_and(|p| lock(&p).changed.as_ref().is_some_and(|c| !c.is_empty()))
+    }
+
+    fn restore(&self, scope: &Scope, change: Change) {
+        let partition = self.partition(scope);
+        let mut keys = lock(&partition);
+        let Some(value) = change.value else {
+            keys.remove(&change.key);
+            // Restoring a tombstone changes nothing the changelog lacks.
+            if let Some(changed) = &mut keys.changed {
+                changed.remove(&change.key);
+            }
+            return;
+        };
+        let now = (self.clock)();
+        let expires = match change.expires_at_ms {
+            None => None,
+            Some(at) => {
+                let left = at.saturating_sub(wall_ms());
+                if left <= 0 {
+                    // Expired while nobody held the partition: dropped,
+                    // and its tombstone written at the next flush.
+                    keys.remove(&change.key);
+                    keys.mark(&change.key);
+                    return;
+                }
+                now.checked_add(Duration::from_millis(left as u64))
+            }
+        };
+        keys.insert(&change.key, Entry { value, expires });
+        if let Some(changed) = &mut keys.changed {
+            changed.remove(&change.key);
+        }
+    }
+
+    fn drop_partition(&self, scope: &Scope) {
+        let mut scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = scopes.remove(scope) {
+            lock(&p).clear();
+        }
+    }
+}
+
+impl MemoryState {
+    fn existing(&self, scope: &Scope) -> Option<Partition> {
+        let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        scopes.get(scope).cloned()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::STAGE_SCOPE;
 
     fn scope(stage: &str, partition: i32) -> Scope {
         Scope {
@@ -488,5 +606,91 @@ mod tests {
         s.clear_stage("a");
         assert_eq!(s.usage("a"), Usage::default());
         assert_eq!(s.usage("b"), Usage { bytes: 10, keys: 1 });
+    }
+
+    fn sorted(mut changes: Vec<Change>) -> Vec<Change> {
+        changes.sort_by(|a, b| a.key.cmp(&b.key));
+        changes
+    }
+
+    #[test]
+    fn a_tracked_partition_hands_its_changed_keys_over_once() {
+        use std::sync::atomic::Ordering;
+        let (clock, now_ms) = manual_clock();
+        let s = MemoryState::with_clock(clock);
+        let p0 = scope("a", 0);
+        s.set(&p0, b"before", b"untracked", None);
+        s.track_changes("a");
+        s.set(&scope("a", STAGE_SCOPE), b"init", b"x", None);
+        assert!(s.take_changes(&scope("a", STAGE_SCOPE)).is_empty());
+        assert!(!s.has_changes(&p0));
+        s.set(&p0, b"stock", b"9", None);
+        s.set(&p0, b"stock", b"8", None);
+        s.set(&p0, b"dedup", b"", Some(Duration::from_secs(60)));
+        s.set(&p0, b"gone", b"x", None);
+        s.delete(&p0, b"gone");
+        assert!(s.has_changes(&p0));
+        let changes = sorted(s.take_changes(&p0));
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        assert_eq!(changes[0].key, b"dedup");
+        let deadline = changes[0].expires_at_ms.expect("a ttl becomes a deadline");
+        let in_a_minute = wall_ms() + 60_000;
+        assert!((in_a_minute - 1_000..=in_a_minute).contains(&deadline));
+        assert_eq!(
+            (changes[1].key.as_slice(), changes[1].value.as_deref()),
+            (&b"gone"[..], None)
+        );
+        assert_eq!(changes[2].value.as_deref(), Some(&b"8"[..]));
+        assert_eq!(changes[2].expires_at_ms, None);
+        assert!(s.take_changes(&p0).is_empty(), "taken once");
+
+        // An expired key is handed over as a tombstone, and leaves memory.
+        now_ms.store(61_000, Ordering::SeqCst);
+        s.set(&p0, b"dedup2", b"", Some(Duration::from_secs(1)));
+        let changes = sorted(s.take_changes(&p0));
+        let keys: Vec<_> = changes
+            .iter()
+            .map(|c| (c.key.as_slice(), c.value.is_some()))
+            .collect();
+        assert_eq!(keys, vec![(&b"dedup"[..], false), (&b"dedup2"[..], true)]);
+        now_ms.store(63_000, Ordering::SeqCst);
+        let changes = s.take_changes(&p0);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            (changes[0].key.as_slice(), changes[0].value.as_deref()),
+            (&b"dedup2"[..], None)
+        );
+        assert_eq!(s.len("a"), 3, "before, stock, and init's stage-wide key");
+        assert_eq!(s.expired("a"), 2);
+    }
+
+    #[test]
+    fn restoring_applies_values_deadlines_and_tombstones() {
+        let s = MemoryState::default();
+        s.track_changes("a");
+        let p1 = scope("a", 1);
+        let change = |key: &[u8], value: Option<&[u8]>, expires_at_ms| Change {
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+            expires_at_ms,
+        };
+        s.restore(&p1, change(b"stock", Some(b"300"), None));
+        s.restore(&p1, change(b"stock", Some(b"299"), None));
+        s.restore(&p1, change(b"old", Some(b"x"), None));
+        s.restore(&p1, change(b"old", None, None));
+        s.restore(&p1, change(b"live", Some(b"1"), Some(wall_ms() + 60_000)));
+        s.restore(&p1, change(b"stale", Some(b"1"), Some(wall_ms() - 1)));
+        assert_eq!(s.get(&p1, b"stock").as_deref(), Some(&b"299"[..]));
+        assert_eq!(s.get(&p1, b"old"), None);
+        assert!(s.get(&p1, b"live").is_some());
+        assert_eq!(s.get(&p1, b"stale"), None);
+        assert_eq!(s.usage("a"), Usage { bytes: 13, keys: 2 });
+        // Only the key that expired while nobody held it needs writing.
+        let changes = s.take_changes(&p1);
+        assert_eq!(changes, vec![change(b"stale", None, None)]);
+        s.drop_partition(&p1);
+        assert_eq!(s.get(&p1, b"stock"), None);
+        assert_eq!(s.usage("a"), Usage::default());
+        assert!(s.partitions("a").is_empty());
     }
 }
