@@ -35,6 +35,9 @@ pub struct StageMetrics {
     /// restore took, milliseconds.
     pub state_restored_records: AtomicU64,
     pub last_restore_ms: AtomicU64,
+    /// Exactly-once: transactions committed and aborted.
+    pub transactions: AtomicU64,
+    pub aborted_transactions: AtomicU64,
     /// Failed messages by `weir.error.kind`, indexed like [`FAILURE_KINDS`]
     /// (counted when the failure is handled, whatever `on_error` does).
     pub failures: [AtomicU64; FAILURE_KINDS.len()],
@@ -157,6 +160,8 @@ pub struct StageSnapshot {
     pub changelog_records: u64,
     pub state_restored_records: u64,
     pub last_restore_ms: u64,
+    pub transactions: u64,
+    pub aborted_transactions: u64,
     /// Failed messages by kind; kinds that never happened are left out.
     pub failures: BTreeMap<&'static str, u64>,
     pub memory_high_water_bytes: u64,
@@ -223,6 +228,8 @@ impl StageMetrics {
             changelog_records: get(&self.changelog_records),
             state_restored_records: get(&self.state_restored_records),
             last_restore_ms: get(&self.last_restore_ms),
+            transactions: get(&self.transactions),
+            aborted_transactions: get(&self.aborted_transactions),
             failures: FAILURE_KINDS
                 .iter()
                 .zip(&self.failures)

@@ -627,3 +627,82 @@ impl Drop for WeirProcess {
         self.kill();
     }
 }
+
+
+/// Waits until something listens on `addr` (a weir starting up binds its
+/// admin API once its topics and changelogs are ready).
+pub async fn admin_up(addr: std::net::SocketAddr, timeout: Duration) {
+    eventually("the admin API", timeout, || async {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+}
+
+/// Every record of `topic` a `read_committed` consumer sees: records of
+/// committed transactions (and non-transactional ones), up to the last
+/// stable offset of each partition.
+pub fn read_committed(topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique_prefix("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let parts = partitions(&consumer, topic);
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut open: std::collections::BTreeSet<i32> = parts.into_iter().collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out reading {topic} read_committed: {} records, partitions {open:?} not at their end",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(m.detach()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Partitions of `topic` where a transaction is still open: where the
+/// last stable offset (the end a read_committed consumer is told) is short
+/// of the high watermark. Empty when every transaction has ended.
+pub fn open_transactions(topic: &str) -> Vec<(i32, i64, i64)> {
+    let client = |isolation: &str| -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", unique_prefix("lso"))
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap()
+    };
+    // ListOffsets answers with the isolation level of the asking client.
+    let (committed, uncommitted) = (client("read_committed"), client("read_uncommitted"));
+    let mut open = Vec::new();
+    for p in partitions(&committed, topic) {
+        let timeout = Duration::from_secs(10);
+        let (_, lso) = committed.fetch_watermarks(topic, p, timeout).unwrap();
+        let (_, high) = uncommitted.fetch_watermarks(topic, p, timeout).unwrap();
+        if lso != high {
+            open.push((p, lso, high));
+        }
+    }
+    open
+}

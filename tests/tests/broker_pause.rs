@@ -124,6 +124,7 @@ async fn a_paused_broker_loses_nothing_and_weir_stays_up() {
         format!("{prefix}.dlq"),
     );
     topics_exist(&[(&input, 3), (&out, 3), (&big, 3)]).await;
+    weir_integration_tests::admin_up(admin, Duration::from_secs(60)).await;
     let rss_before = peak_rss();
 
     // Each message its own key; the amplifier turns "big:1000" into 1,000

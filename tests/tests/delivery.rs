@@ -306,10 +306,15 @@ async fn a_rebuilt_stage_delivers_what_it_owes_before_its_replacement_reads() {
     init_tracing();
     let cluster = MockCluster::new(2).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    for topic in ["orders", "answers", "dlq"] {
+    // The mock cluster does not answer CreateTopics: the stage's changelog
+    // is made here too.
+    for topic in ["orders", "answers", "dlq", "weir-inventory-changelog"] {
         cluster.create_topic(topic, 1, 1).unwrap();
     }
     cluster.partition_leader("orders", 0, Some(1)).unwrap();
+    cluster
+        .partition_leader("weir-inventory-changelog", 0, Some(1))
+        .unwrap();
     cluster.partition_leader("dlq", 0, Some(1)).unwrap();
     cluster.partition_leader("answers", 0, Some(2)).unwrap();
     cluster
@@ -458,6 +463,7 @@ inputs = ["in"]
 outputs = {{ default = "out" }}
 dead_letter = "dlq"
 on_error = "skip"
+state = "none"
 "#,
         passthrough = weir_test_programs::PASSTHROUGH,
     );

@@ -111,6 +111,18 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.last_restore_ms,
     ),
     (
+        "transactions_total",
+        "counter",
+        "Exactly-once: transactions committed (outputs, dead letters, changelog and offsets together).",
+        |s| s.transactions,
+    ),
+    (
+        "aborted_transactions_total",
+        "counter",
+        "Exactly-once: transactions aborted; their messages were processed again.",
+        |s| s.aborted_transactions,
+    ),
+    (
         "backpressure_ms_total",
         "counter",
         "Time spent waiting to enqueue records while the process's buffer budget was full.",

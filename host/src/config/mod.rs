@@ -22,6 +22,9 @@
 //!                                   # together may have enqueued and not yet acknowledged
 //! commit_interval_ms = 100          # default 100, 1..=60000; how often a stage flushes its
 //!                                   # keyed state changes to its changelog and commits offsets
+//! processing = "at_least_once"      # default; "exactly_once": each stage commits its outputs,
+//!                                   # dead letters, changelog records and offsets in one Kafka
+//!                                   # transaction every commit_interval_ms
 //!
 //! [kafka.options]                   # optional: librdkafka properties, string values,
 //! "linger.ms" = "5"                 # applied last so they override the settings above
@@ -53,6 +56,7 @@
 //!                                   # restarts and partition moves; "memory": process memory
 //!                                   # only, lost on restart (state that is a cache); "none":
 //!                                   # the stage keeps no keyed state (a router, a filter)
+//! processing = "exactly_once"       # optional; overrides [kafka] processing for this stage
 //! [stage.batch]                     # optional
 //! max_messages = 256                # default 256, 1..=65536
 //! max_wait_ms = 2                   # default 2, 0..=60000
@@ -109,7 +113,8 @@ pub use diagnostic::{ConfigError, Diagnostic};
 pub use env::{Env, ProcessEnv};
 pub use model::{
     AdminConfig, BatchConfig, Brokers, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, Grants,
-    KafkaConfig, Limits, OnError, PipelineConfig, StageConfig, StateBackend, TopicConfig,
+    KafkaConfig, Limits, OnError, PipelineConfig, Processing, StageConfig, StateBackend,
+    TopicConfig,
 };
 pub use partitions::check_copartitioned;
 

@@ -55,6 +55,8 @@ pub struct KafkaConfig {
     /// How often a stage flushes its keyed state changes to its changelog
     /// topic and commits its offsets.
     pub commit_interval: Duration,
+    /// What stages guarantee unless they say otherwise.
+    pub processing: Processing,
 }
 
 pub(super) const DEFAULT_GROUP_ID: &str = "weir";
@@ -77,6 +79,7 @@ impl Default for KafkaConfig {
             options: BTreeMap::new(),
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             commit_interval: DEFAULT_COMMIT_INTERVAL,
+            processing: Processing::AtLeastOnce,
         }
     }
 }
@@ -130,6 +133,7 @@ impl fmt::Debug for KafkaConfig {
             .field("topic_prefix", &self.topic_prefix)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("commit_interval", &self.commit_interval)
+            .field("processing", &self.processing)
             .field("security_protocol", &self.security_protocol)
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)
@@ -214,6 +218,28 @@ impl OnError {
             OnError::DeadLetter => "dead_letter",
             OnError::Skip => "skip",
             OnError::Halt => "halt",
+        }
+    }
+}
+
+/// What a stage guarantees about its outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Processing {
+    /// Every input's records are published at least once: after a crash,
+    /// messages since the last commit are processed again.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, dead letters, changelog records and input offsets commit
+    /// together in one Kafka transaction: a read_committed consumer sees
+    /// each input's records exactly once.
+    ExactlyOnce,
+}
+
+impl Processing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Processing::AtLeastOnce => "at_least_once",
+            Processing::ExactlyOnce => "exactly_once",
         }
     }
 }
@@ -305,6 +331,8 @@ pub struct StageConfig {
     pub batch: BatchConfig,
     pub on_error: OnError,
     pub state: StateBackend,
+    /// `processing`, or `[kafka] processing` when the stage does not say.
+    pub processing: Processing,
     pub limits: Limits,
     pub grants: Grants,
     /// `[stage.config]` as JSON, for the plugin's init. TOML datetimes become strings.

@@ -29,6 +29,7 @@ pub(super) struct RawKafka {
     pub(super) options: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub(super) max_buffered_mb: Option<Spanned<i64>>,
     pub(super) commit_interval_ms: Option<Spanned<i64>>,
+    pub(super) processing: Option<RawProcessing>,
 }
 
 #[derive(Default, Deserialize)]
@@ -60,6 +61,7 @@ pub(super) struct RawStage {
     pub(super) batch: Option<RawBatch>,
     pub(super) on_error: Option<RawOnError>,
     pub(super) state: Option<RawStateBackend>,
+    pub(super) processing: Option<RawProcessing>,
     pub(super) limits: Option<RawLimits>,
     pub(super) grants: Option<RawGrants>,
     pub(super) config: Option<toml::Table>,
@@ -71,6 +73,13 @@ pub(super) enum RawOnError {
     DeadLetter,
     Skip,
     Halt,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawProcessing {
+    AtLeastOnce,
+    ExactlyOnce,
 }
 
 #[derive(Deserialize, Clone, Copy)]

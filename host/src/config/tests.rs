@@ -52,6 +52,7 @@ sasl_password = "hunter2"
 ssl_ca_location = "/etc/ssl/ca.pem"
 max_buffered_mb = 64
 commit_interval_ms = 250
+processing = "exactly_once"
 
 [kafka.options]
 "linger.ms" = "5"
@@ -81,6 +82,7 @@ dead_letter = "{prefix}.telemetry.dead-letter"
 
 on_error = "halt"
 state = "memory"
+processing = "at_least_once"
 
 [stage.batch]
 max_messages = 64
@@ -127,6 +129,7 @@ fn full_file_parses_to_the_expected_model() {
             options: BTreeMap::from([("linger.ms".into(), "5".into())]),
             max_buffered_bytes: 64 << 20,
             commit_interval: Duration::from_millis(250),
+            processing: Processing::ExactlyOnce,
         },
         admin: AdminConfig {
             listen: "0.0.0.0:9000".parse().unwrap(),
@@ -165,6 +168,7 @@ fn full_file_parses_to_the_expected_model() {
                 },
                 on_error: OnError::Halt,
                 state: StateBackend::Memory,
+                processing: Processing::AtLeastOnce,
                 limits: Limits {
                     memory_bytes: 16 << 20,
                     timeout: Duration::from_millis(250),
@@ -184,7 +188,7 @@ fn full_file_parses_to_the_expected_model() {
                 .as_object()
                 .unwrap()
                 .clone(),
-                line: 33,
+                line: 34,
             },
             StageConfig {
                 name: "alerts".into(),
@@ -195,16 +199,17 @@ fn full_file_parses_to_the_expected_model() {
                 batch: BatchConfig::default(),
                 on_error: OnError::DeadLetter,
                 state: StateBackend::Changelog,
+                processing: Processing::ExactlyOnce,
                 limits: Limits::default(),
                 grants: Grants::default(),
                 config: serde_json::Map::new(),
-                line: 62,
+                line: 64,
             },
         ],
     };
     assert_eq!(config, expected);
 
-    assert_eq!(config.stage("alerts").map(|s| s.line), Some(62));
+    assert_eq!(config.stage("alerts").map(|s| s.line), Some(64));
     assert!(config.stage("missing").is_none());
     assert_eq!(
         config.topic("dev.telemetry.raw").and_then(|t| t.partitions),

@@ -18,11 +18,13 @@ use super::env::{self, Env, Sourced};
 use super::keypath::KeyPath;
 use super::model::{
     AdminConfig, BatchConfig, Brokers, DEFAULT_COMMIT_INTERVAL, DEFAULT_GROUP_ID,
-    DEFAULT_MAX_BUFFERED_BYTES, KafkaConfig, PipelineConfig, StageConfig, StateBackend,
+    DEFAULT_MAX_BUFFERED_BYTES, KafkaConfig, PipelineConfig, Processing, StageConfig, StateBackend,
     TopicConfig,
 };
 use super::partitions;
-use super::raw::{self, Item, RawDocument, RawKafka, RawStage, RawStateBackend, RawTopic};
+use super::raw::{
+    self, Item, RawDocument, RawKafka, RawProcessing, RawStage, RawStateBackend, RawTopic,
+};
 use super::sandbox;
 
 const SECURITY_PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
@@ -63,7 +65,7 @@ pub(super) fn validate(
             path: item.path.clone(),
             header: item.span.clone(),
             name: item.value.name.span(),
-            stage: stage(item, base_dir, &kafka.topic_prefix, &topics, report),
+            stage: stage(item, base_dir, &kafka, &topics, report),
         })
         .collect();
     unique_stage_names(&stages, report);
@@ -180,6 +182,7 @@ fn kafka(
         ),
         max_buffered_bytes,
         commit_interval,
+        processing: raw.processing.map_or(Processing::AtLeastOnce, processing),
     }
 }
 
@@ -461,10 +464,11 @@ pub(super) fn in_range(
 fn stage(
     item: Item<'_, RawStage>,
     base_dir: &Path,
-    prefix: &str,
+    kafka: &KafkaConfig,
     topics: &Topics,
     report: &mut Report<'_>,
 ) -> StageConfig {
+    let prefix = kafka.topic_prefix.as_str();
     let Item {
         path,
         span,
@@ -600,10 +604,18 @@ fn stage(
         batch,
         on_error: sandbox::on_error(raw.on_error),
         state: state_backend(raw.state),
+        processing: raw.processing.map_or(kafka.processing, processing),
         limits: sandbox::limits(raw.limits, &path.key("limits"), report),
         grants: sandbox::grants(raw.grants, &path.key("grants"), report),
         config,
         line: report.position(span.start).0,
+    }
+}
+
+fn processing(raw: RawProcessing) -> Processing {
+    match raw {
+        RawProcessing::AtLeastOnce => Processing::AtLeastOnce,
+        RawProcessing::ExactlyOnce => Processing::ExactlyOnce,
     }
 }
 

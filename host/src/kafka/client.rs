@@ -69,6 +69,9 @@ pub struct ConsumerOptions {
     pub prefetch_kb: usize,
     /// How often stored offsets are committed.
     pub commit_interval: std::time::Duration,
+    /// Offsets are committed in the stage's transactions, not by the
+    /// consumer.
+    pub exactly_once: bool,
 }
 
 impl KafkaClients {
@@ -152,6 +155,55 @@ impl KafkaClients {
         self.producer_with_timeout(context, max_record_bytes, queue_kb, 0)
     }
 
+    /// An exactly-once stage's producer: transactional, with a
+    /// `transactional.id` that names the stage and this process, so a
+    /// restarted process fences its previous incarnation.
+    ///
+    /// A transaction left open by a process that died is aborted by the
+    /// broker after `transaction.timeout.ms`; until then read_committed
+    /// consumers wait at it, so it is short (Kafka Streams uses 10 s).
+    /// librdkafka requires `message.timeout.ms` not to exceed it: a record
+    /// not acknowledged in time fails its transaction, which is aborted
+    /// and processed again.
+    pub fn transactional_producer<C: ProducerContext>(
+        &self,
+        context: C,
+        max_record_bytes: usize,
+        queue_kb: usize,
+        transactional_id: &str,
+    ) -> Result<ThreadedProducer<C>, KafkaError> {
+        let max = max_record_bytes.clamp(1_000_000, 1_000_000_000).to_string();
+        let queue_kb = queue_kb.clamp(1024, 2_097_151).to_string();
+        self.config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("queue.buffering.max.kbytes", &queue_kb),
+            ("transactional.id", transactional_id),
+            ("transaction.timeout.ms", "10000"),
+            ("message.timeout.ms", "10000"),
+            ("message.max.bytes", &max),
+        ])
+        .create_with_context(context)
+        .map_err(self.client_err("producer"))
+    }
+
+    /// The `transactional.id` of a stage in this process: stable across
+    /// restarts when the process has an instance id, unique otherwise.
+    pub fn transactional_id(&self, group_id: &str, stage: &str) -> String {
+        match &self.instance_id {
+            Some(id) => format!("{group_id}.{stage}.{id}"),
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                format!("{group_id}.{stage}.{}-{nanos}", std::process::id())
+            }
+        }
+    }
+
     /// The producer of the load generators and `produce`: like a stage's,
     /// but a record still undelivered after 30 s fails (and is counted),
     /// so that a generator pointed at an unreachable cluster gives up
@@ -233,6 +285,9 @@ impl KafkaClients {
         ]);
         if let Some(id) = &self.instance_id {
             config.set("group.instance.id", format!("{id}.{stage}"));
+        }
+        if options.exactly_once {
+            config.set("enable.auto.commit", "false");
         }
         config
             .create_with_context(context)

@@ -241,28 +241,36 @@ impl Changelog {
             }
             let tag = Tag::changelog(partition, flush.seq);
             for change in changes {
-                let mut record = BaseRecord::with_opaque_to(&self.topic, tag.word())
-                    .partition(partition)
-                    .key(change.key.as_slice());
-                if let Some(value) = &change.value {
-                    record = record.payload(value.as_slice());
-                }
-                if let Some(at) = change.expires_at_ms {
-                    let at = at.to_string();
-                    record = record.headers(OwnedHeaders::new().insert(Header {
-                        key: EXPIRES_HEADER,
-                        value: Some(at.as_str()),
-                    }));
-                }
-                send(record).map_err(|source| ChangelogError {
-                    topic: self.topic.clone(),
-                    source,
+                send(record(&self.topic, partition, tag, change)).map_err(|source| {
+                    ChangelogError {
+                        topic: self.topic.clone(),
+                        source,
+                    }
                 })?;
             }
             self.written += changes.len() as u64;
             flush.state = FlushState::Sent {
                 left: changes.len(),
             };
+        }
+        Ok(())
+    }
+
+    /// Takes the changes of `partitions` and sends them at once (under
+    /// exactly-once, where the transaction orders them with the outputs).
+    pub fn write_all(
+        &mut self,
+        store: &dyn StateStore,
+        partitions: &[i32],
+        mut send: impl FnMut(BaseRecord<'_, [u8], [u8], usize>) -> Result<(), RdKafkaError>,
+    ) -> Result<(), RdKafkaError> {
+        for &partition in partitions {
+            let changes = store.take_changes(&self.scope(partition));
+            let tag = Tag::changelog(partition, 0);
+            for change in &changes {
+                send(record(&self.topic, partition, tag, change))?;
+            }
+            self.written += changes.len() as u64;
         }
         Ok(())
     }
@@ -290,6 +298,29 @@ impl Changelog {
             }
         }
     }
+}
+
+/// The changelog record of one change.
+fn record<'a>(
+    topic: &'a str,
+    partition: i32,
+    tag: Tag,
+    change: &'a Change,
+) -> BaseRecord<'a, [u8], [u8], usize> {
+    let mut record = BaseRecord::with_opaque_to(topic, tag.word())
+        .partition(partition)
+        .key(change.key.as_slice());
+    if let Some(value) = &change.value {
+        record = record.payload(value.as_slice());
+    }
+    if let Some(at) = change.expires_at_ms {
+        let at = at.to_string();
+        record = record.headers(OwnedHeaders::new().insert(Header {
+            key: EXPIRES_HEADER,
+            value: Some(at.as_str()),
+        }));
+    }
+    record
 }
 
 /// What a restore read.
@@ -441,8 +472,7 @@ pub async fn ensure(
                     stage: "*".into(),
                     reason: e.to_string(),
                 })??;
-        if inputs.iter().all(|t| layouts.contains_key(t)) || std::time::Instant::now() >= deadline
-        {
+        if inputs.iter().all(|t| layouts.contains_key(t)) || std::time::Instant::now() >= deadline {
             break layouts;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

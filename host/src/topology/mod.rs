@@ -14,6 +14,7 @@ mod rebalance;
 pub mod reload;
 pub mod replay;
 mod stage;
+mod transaction;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -24,7 +25,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{PipelineConfig, StageConfig, StateBackend};
+use crate::config::{PipelineConfig, Processing, StageConfig, StateBackend};
 use crate::kafka::{ConsumerOptions, KafkaClients, KafkaError};
 use crate::wasm::{Plugin, Runtime, StageContext, WasmError};
 
@@ -215,10 +216,12 @@ pub fn prepare_stage(
             config.kafka.commit_interval,
         )
     });
+    let exactly_once = sc.processing == Processing::ExactlyOnce;
     let shared = rebalance::Shared::new(
         &sc.name,
-        sc.inputs.clone(),
         changelog,
+        exactly_once,
+        config.kafka.commit_interval,
         runtime.state.clone(),
         runtime.metrics.stage(&sc.name),
         control.clone(),
@@ -229,6 +232,7 @@ pub fn prepare_stage(
         &ConsumerOptions {
             prefetch_kb,
             commit_interval: config.kafka.commit_interval,
+            exactly_once,
         },
         rebalance::Rebalancer {
             shared: shared.clone(),
@@ -236,11 +240,20 @@ pub fn prepare_stage(
     )?;
     // A producer per stage: its delivery reports go straight to the
     // stage that waits for them.
-    let producer = Arc::new(clients.producer(
-        ack::Deliveries::new(control.budget.clone()),
-        stage::max_record_bytes(sc),
-        budget_kb,
-    )?);
+    let deliveries = ack::Deliveries::new(control.budget.clone());
+    let producer = Arc::new(if exactly_once {
+        // Its transactions are initialised when the stage starts, after
+        // any stage it replaces has stopped: initialising fences every
+        // earlier producer with the same id.
+        clients.transactional_producer(
+            deliveries,
+            stage::max_record_bytes(sc),
+            budget_kb,
+            &clients.transactional_id(&config.kafka.group_id, &sc.name),
+        )?
+    } else {
+        clients.producer(deliveries, stage::max_record_bytes(sc), budget_kb)?
+    });
     let _ = shared.producer.set(producer.clone());
     Ok(StageParts {
         plugin,

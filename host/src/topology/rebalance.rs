@@ -28,6 +28,7 @@ use super::StageControl;
 use super::ack::{Delivery, Ledger};
 use super::changelog::Changelog;
 use super::stage::StageProducer;
+use super::transaction::{self, Ended, Txn};
 use crate::metrics::StageMetrics;
 use crate::state::StateStore;
 
@@ -44,12 +45,16 @@ pub struct Progress {
     /// Delivery reports the callback drained but could not act on (a
     /// refused record): the stage handles them in its next settle.
     pub deferred: Vec<Delivery>,
+    /// Under exactly-once: the open transaction.
+    pub txn: Option<Txn>,
+    /// After an aborted transaction: every assigned partition goes back to
+    /// its committed offset once its state is restored.
+    pub seek_committed: bool,
 }
 
 /// What a stage's consumer context shares with the stage.
 pub struct Shared {
     pub stage: String,
-    pub inputs: Vec<String>,
     progress: Mutex<Progress>,
     /// Set by a rebalance, for the stage to look at `revoked` and
     /// `restoring` without taking the lock after every poll.
@@ -59,37 +64,44 @@ pub struct Shared {
     pub store: Arc<dyn StateStore>,
     pub metrics: Arc<StageMetrics>,
     pub control: Arc<StageControl>,
+    /// How often state is flushed and offsets (or transactions) commit.
+    pub commit_interval: Duration,
 }
 
 impl Shared {
     pub fn new(
         stage: &str,
-        inputs: Vec<String>,
         changelog: Option<Changelog>,
+        exactly_once: bool,
+        commit_interval: Duration,
         store: Arc<dyn StateStore>,
         metrics: Arc<StageMetrics>,
         control: Arc<StageControl>,
     ) -> Arc<Self> {
-        let ledger = if changelog.is_some() {
+        // Under exactly-once the transaction orders state and offsets;
+        // under at-least-once offsets wait for the changelog.
+        let ledger = if changelog.is_some() && !exactly_once {
             Ledger::holding()
         } else {
             Ledger::default()
         };
         Arc::new(Shared {
             stage: stage.to_string(),
-            inputs,
             progress: Mutex::new(Progress {
                 ledger,
                 changelog,
                 restoring: BTreeSet::new(),
                 revoked: Vec::new(),
                 deferred: Vec::new(),
+                txn: exactly_once.then(Txn::default),
+                seek_committed: false,
             }),
             rebalanced: AtomicBool::new(false),
             producer: OnceLock::new(),
             store,
             metrics,
             control,
+            commit_interval,
         })
     }
 
@@ -152,10 +164,16 @@ impl Rebalancer {
             "partitions revoked"
         );
         let mut progress = shared.lock();
-        if !lost {
+        let exactly_once = progress.txn.is_some();
+        if exactly_once {
+            self.end_transaction(consumer, &mut progress, lost);
+        } else if !lost {
             self.finish(consumer, &mut progress, &partitions);
         }
         let progress = &mut *progress;
+        if let Some(txn) = &mut progress.txn {
+            txn.forget(&partitions);
+        }
         for e in tpl.elements() {
             progress
                 .revoked
@@ -165,9 +183,56 @@ impl Rebalancer {
             progress.ledger.forget(p);
             progress.restoring.remove(&p);
             if let Some(changelog) = &mut progress.changelog {
-                changelog.release(&*shared.store, p, lost);
+                // Under exactly-once the changelog's end moves with every
+                // commit marker: a returning partition is restored.
+                changelog.release(&*shared.store, p, lost || exactly_once);
             }
         }
+    }
+
+    /// Exactly-once: commits the open transaction (its offsets are those of
+    /// the revoked partitions too), or aborts it if the assignment was lost.
+    fn end_transaction(&self, consumer: &BaseConsumer<Self>, progress: &mut Progress, lost: bool) {
+        let shared = &self.shared;
+        let Some(producer) = shared.producer.get() else {
+            return;
+        };
+        let ended = if lost {
+            match progress.txn.as_mut() {
+                Some(txn) if txn.open => {
+                    transaction::abort(producer, txn).map(|()| Ended::Aborted {
+                        reason: "the assignment was lost".into(),
+                    })
+                }
+                _ => Ok(Ended::Idle),
+            }
+        } else {
+            transaction::commit(producer, progress, &*shared.store, consumer)
+        };
+        match ended {
+            Ok(Ended::Committed { messages }) => {
+                StageMetrics::add(&shared.metrics.committed, messages);
+            }
+            Ok(Ended::Idle) => {}
+            Ok(Ended::Aborted { reason }) => {
+                tracing::warn!(
+                    stage = shared.stage,
+                    reason,
+                    "transaction aborted on revoke"
+                );
+                // What it covered is processed again by the partitions'
+                // next owner; what this process keeps is restored.
+                progress.seek_committed = true;
+            }
+            Err(e) => {
+                tracing::error!(stage = shared.stage, error = %e, "transaction failed on revoke");
+                if let Some(txn) = &mut progress.txn {
+                    txn.doomed = Some(e.to_string());
+                }
+            }
+        }
+        // Late acknowledgements of the transaction count for nothing.
+        progress.ledger = Ledger::default();
     }
 
     /// Waits for what is in flight, flushes the revoked partitions' state

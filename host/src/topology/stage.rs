@@ -8,7 +8,7 @@
 //! a hand-written rdkafka loop pays, with no task hand-off, channel or
 //! future per message (the benchmark's B1 rung is that loop).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 use super::ack::{Deliveries, Delivery, Ledger, Tag, budget_bytes};
 use super::changelog;
 use super::lag::LagSampler;
-use super::rebalance::{Rebalancer, Shared, apply, store_offsets};
+use super::rebalance::{Progress, Rebalancer, Shared, apply, store_offsets};
 use super::reload::Swap;
+use super::transaction::{self, Ended, Fatal};
 use super::{StageControl, StageInfo, TopologyError, dead_letter};
 use crate::config::{OnError, StageConfig};
 use crate::kafka::{KafkaClients, KafkaError, Refusal, fetch_one};
@@ -248,6 +249,16 @@ impl Stage {
             self.metrics.clone(),
         );
         let mut deliveries = Vec::new();
+        if shared.lock().txn.is_some() {
+            // Fences any earlier incarnation of this stage and process, and
+            // aborts what it left open.
+            if let Err(e) = self.producer.init_transactions(Duration::from_secs(60)) {
+                return Err(TopologyError::StageFailed {
+                    stage: self.config.name.clone(),
+                    reason: format!("cannot initialise its transactional producer: {e}"),
+                });
+            }
+        }
         tracing::info!(stage = self.config.name, inputs = ?self.config.inputs, "stage running");
         let result = loop {
             if stop.is_cancelled() {
@@ -271,7 +282,7 @@ impl Stage {
             let batch = self.next_batch(&consumer);
             if !batch.is_empty() {
                 let mut progress = shared.lock();
-                match self.handle(&batch, &mut progress.ledger, &stop, &pipeline) {
+                match self.handle(&batch, &mut progress, &stop, &pipeline) {
                     Ok(()) => {}
                     Err(StageError::Stopping) => break Ok(()),
                     Err(StageError::Failed(e)) => break Err(e),
@@ -380,12 +391,14 @@ impl Stage {
     /// this process stays in its group through a long restore.
     fn restore_pending(&mut self, abandon: &CancellationToken) -> Result<(), TopologyError> {
         let shared = &self.shared;
-        let (topic, todo) = {
-            let progress = shared.lock();
+        let (topic, todo, seek_committed) = {
+            let mut progress = shared.lock();
+            let seek = std::mem::take(&mut progress.seek_committed);
             match &progress.changelog {
                 Some(c) if !progress.restoring.is_empty() => {
-                    (c.topic.clone(), progress.restoring.clone())
+                    (c.topic.clone(), progress.restoring.clone(), seek)
                 }
+                _ if seek => (String::new(), Default::default(), seek),
                 _ => return Ok(()),
             }
         };
@@ -395,7 +408,11 @@ impl Stage {
         if let Err(e) = consumer.pause(&assignment) {
             tracing::warn!(stage = self.config.name, error = %e, "cannot pause for a restore");
         }
-        let outcome = self.read_changelog(&topic, &todo, abandon);
+        let outcome = if todo.is_empty() {
+            Ok((Vec::new(), changelog::Restored::default()))
+        } else {
+            self.read_changelog(&topic, &todo, abandon)
+        };
         // Resume all that is assigned and not waiting for a restore; a
         // message polled while paused is read again from where it was.
         let (rewind, restored) = match outcome {
@@ -437,6 +454,11 @@ impl Stage {
         if let Err(e) = consumer.resume(&resume) {
             tracing::warn!(stage = self.config.name, error = %e, "cannot resume after a restore");
         }
+        let rewind = if seek_committed {
+            self.committed_positions()
+        } else {
+            rewind
+        };
         for (topic, partition, offset) in rewind {
             if let Err(e) = consumer.seek(
                 &topic,
@@ -463,6 +485,32 @@ impl Stage {
             );
         }
         Ok(())
+    }
+
+    /// Where each assigned partition's committed offset is (the beginning
+    /// if none is committed): where an aborted transaction resumes from.
+    fn committed_positions(&self) -> Vec<(String, i32, i64)> {
+        let consumer = &self.consumer;
+        let committed = consumer
+            .assignment()
+            .and_then(|a| consumer.committed_offsets(a, Duration::from_secs(10)));
+        match committed {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .map(|e| {
+                    let offset = match e.offset() {
+                        Offset::Offset(o) => o,
+                        _ => 0,
+                    };
+                    (e.topic().to_string(), e.partition(), offset)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(stage = self.config.name, error = %e, "cannot read committed offsets to rewind to");
+                Vec::new()
+            }
+        }
     }
 
     /// Reads `todo`'s changelog partitions into the store; returns the
@@ -555,10 +603,14 @@ impl Stage {
     fn handle(
         &mut self,
         messages: &[BorrowedMessage<'_>],
-        ledger: &mut Ledger,
+        progress: &mut Progress,
         stop: &CancellationToken,
         abandon: &CancellationToken,
     ) -> Result<(), StageError> {
+        if let Some(txn) = &mut progress.txn {
+            txn.begin(&self.producer)
+                .map_err(|e| StageError::Failed(self.transaction_failure(&e)))?;
+        }
         // The slow-consumer fault: a sleep per consumed message, in slices,
         // so that a stop or a cleared fault does not wait it out.
         let slow = self.control.slow_consumer_ms.load(Ordering::Relaxed);
@@ -595,13 +647,25 @@ impl Stage {
             runs.into_iter().map(move |r| (topic, partition, r))
         });
         for (topic, partition, group) in groups {
-            let slot = ledger.slot(topic, partition, group[0].offset());
+            let slot = progress.ledger.slot(topic, partition, group[0].offset());
+            // Inputs whose records an aborted transaction could not publish
+            // fail this time, as they would have at least once.
+            let poisoned: HashMap<i64, String> = match &progress.txn {
+                Some(txn) if !txn.poisoned.is_empty() => group
+                    .iter()
+                    .filter_map(|m| {
+                        let at = (topic.to_string(), partition, m.offset());
+                        Some((m.offset(), txn.poisoned.get(&at)?.clone()))
+                    })
+                    .collect(),
+                _ => HashMap::new(),
+            };
             // An oversized message never reaches the plugin: it could not
             // make the plugin do anything but run out of memory or time.
             let admitted: Vec<&BorrowedMessage<'_>> = group
                 .iter()
                 .copied()
-                .filter(|m| payload_size(m) <= limit)
+                .filter(|m| payload_size(m) <= limit && !poisoned.contains_key(&m.offset()))
                 .collect();
             let results = (!admitted.is_empty()).then(|| self.process(topic, partition, &admitted));
             if let Some(why) = self.cannot_instantiate.take() {
@@ -620,7 +684,12 @@ impl Stage {
                 .into_iter();
             for m in &group {
                 let size = payload_size(m);
-                let fate = if size > limit {
+                let fate = if let Some(reason) = poisoned.get(&m.offset()) {
+                    Fate::Failed {
+                        kind: dead_letter::KIND_PRODUCE_ERROR,
+                        reason: reason.clone(),
+                    }
+                } else if size > limit {
                     Fate::Failed {
                         kind: dead_letter::KIND_OVERSIZE,
                         reason: format!(
@@ -634,7 +703,10 @@ impl Stage {
                         .expect("process returns one fate per admitted message")
                 };
                 let sent = self.publish(m, fate, slot, abandon)?;
-                ledger.push(slot, m.offset(), sent);
+                progress.ledger.push(slot, m.offset(), sent);
+            }
+            if let (Some(txn), Some(last)) = (&mut progress.txn, group.last()) {
+                txn.processed(topic, partition, last.offset(), group.len() as u64);
             }
         }
         self.metrics.batch_duration.record(started.elapsed());
@@ -1036,6 +1108,9 @@ impl Stage {
         let shared = self.shared.clone();
         let mut progress = shared.lock();
         apply(&shared, &self.producer, &mut progress, scratch);
+        if progress.txn.is_some() {
+            return self.settle_transaction(&mut progress, force);
+        }
         let mut failure = None;
         for d in std::mem::take(&mut progress.deferred) {
             // Once the stage is failing, later refusals only matter for
@@ -1085,6 +1160,116 @@ impl Stage {
         }
         store_offsets(&*self.consumer, &self.metrics, &mut progress.ledger);
         failure.map_or(Ok(()), Err)
+    }
+
+    /// Exactly-once: handles refused records (their transaction can only
+    /// abort) and commits the transaction when it is due.
+    fn settle_transaction(
+        &mut self,
+        progress: &mut Progress,
+        force: bool,
+    ) -> Result<(), TopologyError> {
+        for d in std::mem::take(&mut progress.deferred) {
+            let Some((error, record)) = d.failed else {
+                continue;
+            };
+            let refusal = Refusal::of(&error);
+            if d.tag.is_changelog() {
+                return Err(self.changelog_failure(&changelog::ChangelogError {
+                    topic: record.topic().to_string(),
+                    source: error,
+                }));
+            }
+            let timed_out =
+                error == RdKafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+            let source = progress
+                .ledger
+                .source(d.tag.slot())
+                .map(|(t, p)| (t.to_string(), p));
+            let Some(txn) = progress.txn.as_mut() else {
+                break;
+            };
+            if refusal.is_the_records() || refusal == Refusal::TooLarge {
+                if let Some((topic, partition)) = source {
+                    let reason = format!("{} refused an output record: {error}", record.topic());
+                    txn.poisoned
+                        .insert((topic, partition, d.tag.offset()), reason);
+                }
+                txn.doomed
+                    .get_or_insert_with(|| format!("{} refused a record: {error}", record.topic()));
+            } else if timed_out {
+                txn.doomed.get_or_insert_with(|| {
+                    format!("{} did not acknowledge in time", record.topic())
+                });
+            } else {
+                let input = OwnedMessage::new(
+                    None,
+                    None,
+                    source.map_or_else(String::new, |s| s.0),
+                    Timestamp::NotAvailable,
+                    -1,
+                    d.tag.offset(),
+                    None,
+                );
+                return Err(self.platform_failure(record.topic(), &input, &error));
+            }
+        }
+        let interval = self.shared.commit_interval;
+        let Some(txn) = progress.txn.as_ref() else {
+            return Ok(());
+        };
+        if !(txn.due(interval) || (force && txn.open) || txn.doomed.is_some()) {
+            return Ok(());
+        }
+        let written = progress.changelog.as_ref().map_or(0, |c| c.written);
+        let ended = transaction::commit(
+            &self.producer,
+            progress,
+            &*self.shared.store,
+            &*self.consumer,
+        )
+        .map_err(|e| self.transaction_failure(&e))?;
+        let written = progress.changelog.as_ref().map_or(0, |c| c.written) - written;
+        StageMetrics::add(&self.metrics.changelog_records, written);
+        match ended {
+            Ended::Idle => {}
+            Ended::Committed { messages } => {
+                StageMetrics::add(&self.metrics.committed, messages);
+                StageMetrics::add(&self.metrics.transactions, 1);
+                progress.ledger.advance(|_, _, _, _| {});
+            }
+            Ended::Aborted { reason } => {
+                StageMetrics::add(&self.metrics.aborted_transactions, 1);
+                tracing::warn!(
+                    stage = self.config.name,
+                    reason,
+                    "transaction aborted; its messages are processed again"
+                );
+                self.rewind(progress);
+            }
+        }
+        Ok(())
+    }
+
+    /// After an abort: the state of every owned partition is restored from
+    /// the changelog and the consumer goes back to the committed offsets.
+    fn rewind(&self, progress: &mut Progress) {
+        progress.ledger = Ledger::default();
+        if let Some(changelog) = &mut progress.changelog {
+            let owned: Vec<i32> = changelog.owned().collect();
+            for p in owned {
+                changelog.release(&*self.shared.store, p, true);
+                progress.restoring.insert(p);
+            }
+        }
+        progress.seek_committed = true;
+    }
+
+    fn transaction_failure(&self, e: &Fatal) -> TopologyError {
+        TopologyError::StageFailed {
+            stage: self.config.name.clone(),
+            reason: e.to_string(),
+        }
     }
 
     /// The changelog refused a record: nothing past it may be committed,
