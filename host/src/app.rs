@@ -368,6 +368,19 @@ pub async fn run(
         .with_token(options.admin_token.clone())
         .with_control(control.clone())
         .with_state(state.clone())
+        .with_owners({
+            let (clients, kafka) = (clients.clone(), config.kafka.clone());
+            std::sync::Arc::new(move |stage: &str, partition: i32| {
+                let group = kafka.consumer_group(stage);
+                match crate::kafka::partition_owner(&clients, &group, partition) {
+                    Ok(owner) => owner,
+                    Err(e) => {
+                        tracing::debug!(stage, partition, error = %e, "cannot describe the group");
+                        None
+                    }
+                }
+            })
+        })
         .with_listen(listener.local_addr()?);
     tracing::info!(listen = %listener.local_addr()?, "admin API listening");
     let server = {

@@ -28,6 +28,9 @@ use crate::state::StateStore;
 use crate::topology::reload::ReloadOutcome;
 use crate::topology::{Running, StageInfo};
 
+/// `(stage, partition)` to the group member that holds it, if known.
+pub type Owners = Arc<dyn Fn(&str, i32) -> Option<crate::kafka::Member> + Send + Sync + 'static>;
+
 #[derive(Clone)]
 pub struct AdminState {
     inner: Arc<Inner>,
@@ -46,6 +49,9 @@ struct Inner {
     token: Option<String>,
     control: Option<RunControl>,
     state: Option<Arc<dyn StateStore>>,
+    /// Which member of a stage's group holds a partition, for a state
+    /// query this process cannot answer.
+    owners: Option<Owners>,
     /// Where this API listens, for answers that say who serves what.
     admin_listen: Option<std::net::SocketAddr>,
 }
@@ -64,6 +70,7 @@ impl AdminState {
                 token: None,
                 control: None,
                 state: None,
+                owners: None,
                 admin_listen: None,
             }),
         }
@@ -96,6 +103,13 @@ impl AdminState {
     /// Keyed state, for interactive queries.
     pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
         self.inner_mut().state = Some(state);
+        self
+    }
+
+    /// How to find the member of a stage's group that holds a partition
+    /// (a blocking call to the group coordinator).
+    pub fn with_owners(mut self, owners: Owners) -> Self {
+        self.inner_mut().owners = Some(owners);
         self
     }
 

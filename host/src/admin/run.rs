@@ -293,9 +293,23 @@ pub async fn state_value(
     if let Some(p) = q.partition
         && !assigned.contains(&p)
     {
+        let owner = match state.inner.owners.clone() {
+            Some(owners) => {
+                let stage = stage.clone();
+                tokio::task::spawn_blocking(move || owners(&stage, p))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        let held_by = match owner {
+            Some(m) => format!("the group member {} at {} holds it", m.client_id, m.host),
+            None => "the group names no member holding it".to_string(),
+        };
         return Err(AppError::NotFound(format!(
-            "partition {p} of stage {stage} is not held by this process (it holds {assigned:?}); \
-             ask the process of the group that does"
+            "partition {p} of stage {stage} is not held by this process (it holds \
+             {assigned:?}); {held_by}"
         )));
     }
     let partitions = match q.partition {

@@ -283,9 +283,16 @@ impl KafkaClients {
             ("partition.assignment.strategy", "range"),
             ("isolation.level", "read_committed"),
         ]);
-        if let Some(id) = &self.instance_id {
-            config.set("group.instance.id", format!("{id}.{stage}"));
-        }
+        // Named so that the group's description says which process holds
+        // what (the state query names the owner of a partition).
+        let member = match &self.instance_id {
+            Some(id) => {
+                config.set("group.instance.id", format!("{id}.{stage}"));
+                format!("weir-{stage}-{id}")
+            }
+            None => format!("weir-{stage}-pid{}", std::process::id()),
+        };
+        config.set("client.id", &member);
         if options.exactly_once {
             config.set("enable.auto.commit", "false");
         }
