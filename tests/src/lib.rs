@@ -277,9 +277,19 @@ pub fn committed(group: &str, topic: &str) -> BTreeMap<i32, i64> {
     for p in partitions(&consumer, topic) {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
+    // The coordinator can be briefly unknown (a broker just resumed, a
+    // group just formed): asked again until it answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let committed = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("committed offsets of {group}: {e}; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed offsets of {group}: {e}"),
+        }
+    };
     committed
         .elements()
         .iter()

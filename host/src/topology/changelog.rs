@@ -332,21 +332,23 @@ pub struct Restored {
 }
 
 /// Reads changelog partitions into `store`, from their beginning to their
-/// end as of now, calling `between` about every 100 ms so the caller can
+/// end as of now (`partitions` gives each one's low and high watermarks), calling `between` about every 100 ms so the caller can
 /// keep its group membership alive and learn of partitions revoked
 /// meanwhile (it returns the partitions to give up).
 pub fn restore(
     consumer: &BaseConsumer,
     topic: &str,
     stage: &str,
-    partitions: &BTreeMap<i32, i64>,
+    partitions: &BTreeMap<i32, (i64, i64)>,
     store: &dyn StateStore,
     mut between: impl FnMut() -> Vec<i32>,
 ) -> Result<Restored, RdKafkaError> {
+    // A partition with nothing in it (never written, or emptied by a
+    // replay) is not read at all.
     let mut remaining: BTreeMap<i32, i64> = partitions
         .iter()
-        .filter(|(_, end)| **end > 0)
-        .map(|(p, end)| (*p, *end))
+        .filter(|(_, (low, high))| high > low)
+        .map(|(p, (_, high))| (*p, *high))
         .collect();
     let mut restored = Restored {
         records: 0,

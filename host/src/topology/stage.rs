@@ -527,7 +527,7 @@ impl Stage {
         let restorer = self.clients.restore_consumer().map_err(|e| e.to_string())?;
         let mut ends = std::collections::BTreeMap::new();
         for &p in todo {
-            let (_, high) = restorer
+            let (low, high) = restorer
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .map_err(|e| e.to_string())?;
             let mut progress = shared.lock();
@@ -546,7 +546,7 @@ impl Stage {
                 stage: self.config.name.as_str().into(),
                 partition: p,
             });
-            ends.insert(p, high);
+            ends.insert(p, (low, high));
         }
         let mut rewind: Vec<(String, i32, i64)> = Vec::new();
         let restored =
@@ -569,7 +569,7 @@ impl Stage {
             .map_err(|e| e.to_string())?;
         let mut progress = shared.lock();
         let progress = &mut *progress;
-        for (&p, &end) in &ends {
+        for (&p, &(_, end)) in &ends {
             let done = !abandon.is_cancelled() && progress.restoring.remove(&p);
             match &mut progress.changelog {
                 Some(changelog) if done => changelog.adopt(p, end),
