@@ -35,6 +35,9 @@ pub struct StageMetrics {
     /// restore took, milliseconds.
     pub state_restored_records: AtomicU64,
     pub last_restore_ms: AtomicU64,
+    /// Rebalances that assigned this stage's consumer partitions (its
+    /// first join included).
+    pub rebalances: AtomicU64,
     /// Exactly-once: transactions committed and aborted.
     pub transactions: AtomicU64,
     pub aborted_transactions: AtomicU64,
@@ -160,6 +163,7 @@ pub struct StageSnapshot {
     pub changelog_records: u64,
     pub state_restored_records: u64,
     pub last_restore_ms: u64,
+    pub rebalances: u64,
     pub transactions: u64,
     pub aborted_transactions: u64,
     /// Failed messages by kind; kinds that never happened are left out.
@@ -228,6 +232,7 @@ impl StageMetrics {
             changelog_records: get(&self.changelog_records),
             state_restored_records: get(&self.state_restored_records),
             last_restore_ms: get(&self.last_restore_ms),
+            rebalances: get(&self.rebalances),
             transactions: get(&self.transactions),
             aborted_transactions: get(&self.aborted_transactions),
             failures: FAILURE_KINDS

@@ -111,6 +111,12 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.last_restore_ms,
     ),
     (
+        "rebalances_total",
+        "counter",
+        "Rebalances that assigned the stage's consumer partitions, its first join included.",
+        |s| s.rebalances,
+    ),
+    (
         "transactions_total",
         "counter",
         "Exactly-once: transactions committed (outputs, dead letters, changelog and offsets together).",

@@ -141,6 +141,7 @@ impl ConsumerContext for Rebalancer {
             .unwrap_or_else(|e| e.into_inner()) = held;
         match rebalance {
             Rebalance::Assign(tpl) => {
+                StageMetrics::add(&self.shared.metrics.rebalances, 1);
                 self.assign(consumer, tpl);
                 self.shared.rebalanced.store(true, Ordering::Release);
             }
