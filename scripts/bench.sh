@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # weir's benchmark harness, in one run on this machine (see BENCHMARKS.md):
 #   B0 Apache Kafka's own perf tools, B1/B2 native rdkafka loops (copy, F1
-#   degradation), B3 weir (passthrough, F1 degradation plugins), B4 the
-#   seed's Python consumer; latency at 50% of B1's rate; plugin load times;
+#   degradation), B3 weir (passthrough, F1 degradation plugins; the F1
+#   plugin's deduplication state in memory, in a changelog at-least-once and
+#   exactly-once), B4 the seed's Python consumer; keys restored per second
+#   from a changelog; latency at 50% of B1's rate; plugin load times;
 #   criterion micro-benchmarks of the plugin boundary.
 # Results are printed and written into BENCHMARKS.md (between the markers)
 # and target/bench/results.json.

@@ -45,12 +45,26 @@ pub fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
 }
 
 pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> Result<()> {
+    create_topics_with(bootstrap, topics, &[])
+}
+
+/// [`create_topics`] with topic settings (`cleanup.policy`, ...).
+pub fn create_topics_with(
+    bootstrap: &str,
+    topics: &[(&str, i32)],
+    config: &[(&str, &str)],
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            config.iter().fold(
+                NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
         .collect();
     // The admin client completes its futures from its own thread.
     let results = futures::executor::block_on(admin.create_topics(&new, &AdminOptions::new()))?;

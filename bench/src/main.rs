@@ -9,6 +9,7 @@ mod load;
 mod native;
 mod produce;
 mod report;
+mod restore;
 mod telemetry;
 mod throughput;
 
@@ -86,7 +87,11 @@ struct AllArgs {
     workdir: PathBuf,
     #[arg(long, default_value = "BENCHMARKS.md")]
     markdown: PathBuf,
-    /// Rungs to run (b0, b1, b2, b3-pass, b3-f1, b3-f1-dedup, b4, latency, load); all by default.
+    /// Keys the restore rung writes to a changelog and restores.
+    #[arg(long, default_value_t = 1_000_000)]
+    restore_keys: u64,
+    /// Rungs to run (b0, b1, b2, b3-pass, b3-f1, b3-f1-dedup-mem, b3-f1-dedup,
+    /// b3-f1-dedup-eos, b4, restore, latency, load); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -160,6 +165,8 @@ fn all(a: &AllArgs) -> Result<()> {
         latency: Vec::new(),
         load: Vec::new(),
         micro: Vec::new(),
+        restore: Vec::new(),
+        notes: Vec::new(),
         seconds: 0.0,
     };
 
@@ -182,40 +189,111 @@ fn all(a: &AllArgs) -> Result<()> {
     let f1_dedup_config = r#"{"baseline_temp_c":80.0,"temp_span_c":35.0,"tire_wear_threshold":0.65,"low_battery_soc":0.4}"#;
     let passthrough = a.plugins.join("weir_passthrough.wasm");
     let degradation = a.plugins.join("weir_f1_degradation.wasm");
-    let rungs: [(&str, &str, &Path, &str); 6] = [
-        ("b1", "native rdkafka loop, copy", Path::new(""), ""),
+    // Keyed state three ways, same plugin and input: in process memory
+    // only, in a changelog topic at least once (the default), and in a
+    // changelog with outputs, changelog and offsets in one transaction.
+    let memory = Extra {
+        stage: "state = \"memory\"\n",
+        kafka: "",
+    };
+    let durable = Extra {
+        stage: "state = \"changelog\"\n",
+        kafka: "",
+    };
+    let exactly_once = Extra {
+        stage: "state = \"changelog\"\n",
+        kafka: "processing = \"exactly_once\"\n",
+    };
+    let none = Extra::default();
+    let rungs: [(&str, &str, &Path, &str, Extra); 8] = [
+        ("b1", "native rdkafka loop, copy", Path::new(""), "", none),
         (
             "b2",
             "native rdkafka loop, F1 degradation",
             Path::new(""),
             "",
+            none,
         ),
-        ("b3-pass", "weir, passthrough plugin", &passthrough, "{}"),
+        (
+            "b3-pass",
+            "weir, passthrough plugin",
+            &passthrough,
+            "{}",
+            none,
+        ),
         (
             "b3-f1",
             "weir, F1 degradation plugin",
             &degradation,
             f1_config,
+            none,
+        ),
+        (
+            "b3-f1-dedup-mem",
+            "weir, F1 degradation plugin, deduplication on, state in memory only",
+            &degradation,
+            f1_dedup_config,
+            memory,
         ),
         (
             "b3-f1-dedup",
-            "weir, F1 degradation plugin, deduplication on",
+            "weir, F1 degradation plugin, deduplication on, state in a changelog (at-least-once)",
             &degradation,
             f1_dedup_config,
+            durable,
+        ),
+        (
+            "b3-f1-dedup-eos",
+            "weir, F1 degradation plugin, deduplication on, state in a changelog, exactly-once",
+            &degradation,
+            f1_dedup_config,
+            exactly_once,
         ),
         (
             "b4",
             "Python confluent-kafka, seed 000's consumer",
             Path::new(""),
             "",
+            none,
         ),
     ];
+    // The exactly-once rung runs only once `weir validate` accepts
+    // `[kafka] processing` (being added); until then it is skipped, with a
+    // note in the results.
+    let mut eos_skipped = false;
+    if wants("b3-f1-dedup-eos") {
+        let file = workdir.join("b3-f1-dedup-eos-validate.toml");
+        std::fs::write(
+            &file,
+            weir_pipeline(
+                &a.bootstrap,
+                "validate",
+                &input,
+                &topic("validate-out"),
+                &dlq,
+                &degradation,
+                f1_dedup_config,
+                exactly_once,
+            )?,
+        )?;
+        if let Err(why) = weir_validate(&a.weir, &file) {
+            let note = format!(
+                "B3-f1-dedup-eos (`[kafka] processing = \"exactly_once\"`) skipped: this weir does not accept the setting yet (`weir validate`: {why})."
+            );
+            eprintln!("  {note}");
+            results.notes.push(note);
+            eos_skipped = true;
+        }
+    }
     // Rounds interleave the rungs, so that a slow patch of this noisy
     // machine hits every rung alike; ratios are taken within a round.
     for round in 1..=a.rounds {
         eprintln!("round {round} of {}", a.rounds);
-        for (rung, what, plugin, config) in &rungs {
-            if !wants(rung) || (*rung == "b4" && round > 1) {
+        for (rung, what, plugin, config, extra) in &rungs {
+            if !wants(rung)
+                || (*rung == "b4" && round > 1)
+                || (*rung == "b3-f1-dedup-eos" && eos_skipped)
+            {
                 continue;
             }
             let output = topic(&format!("out.{rung}.{round}"));
@@ -240,8 +318,16 @@ fn all(a: &AllArgs) -> Result<()> {
                     (cmd, a.python_messages)
                 }
                 _ => {
-                    let toml =
-                        weir_pipeline(&a.bootstrap, &group, &input, &output, &dlq, plugin, config)?;
+                    let toml = weir_pipeline(
+                        &a.bootstrap,
+                        &group,
+                        &input,
+                        &output,
+                        &dlq,
+                        plugin,
+                        config,
+                        *extra,
+                    )?;
                     let file = workdir.join(format!("{rung}.toml"));
                     std::fs::write(&file, toml)?;
                     (weir_cmd(&a.weir, &file), a.messages)
@@ -252,6 +338,79 @@ fn all(a: &AllArgs) -> Result<()> {
                 throughput::measure(p, &label(rung), what, &watermarks, &output, target as i64)?;
             t.round = round;
             results.throughput.push(t);
+            if extra.stage.contains("changelog") && round == 1 {
+                // What the durable rungs wrote besides their outputs.
+                let changelog = format!("{group}-bench-changelog");
+                let written = watermarks.total(&changelog, watermarks.partitions(&changelog)?)?;
+                let note = format!(
+                    "{} wrote {written} changelog records (topic `{changelog}`) in round 1, for {} input messages.",
+                    label(rung),
+                    a.messages
+                );
+                eprintln!("  {note}");
+                results.notes.push(note);
+            }
+            if *rung == "b3-f1-dedup-eos" && round == 1 {
+                // Accepted is not yet implemented: a run that opened no
+                // transaction on the broker is said to be one.
+                match transactional_ids(&a.kafka_sh, &a.bootstrap) {
+                    Ok(0) => {
+                        let note = "B3-f1-dedup-eos ran, but the broker lists no transactional id afterwards: this weir accepted `processing = \"exactly_once\"` without using transactions, so the rung measured at-least-once.".to_string();
+                        eprintln!("  {note}");
+                        results.notes.push(note);
+                    }
+                    Ok(n) => eprintln!("  B3-f1-dedup-eos: {n} transactional id(s) on the broker"),
+                    Err(e) => eprintln!("  cannot list transactions: {e:#}"),
+                }
+            }
+        }
+        if wants("restore") {
+            let group = format!("bench-{run}-restore-{round}");
+            let rin = topic(&format!("restore.in.{round}"));
+            let rout = topic(&format!("restore.out.{round}"));
+            let changelog = format!("{group}-bench-changelog");
+            kafka::create_topics(&a.bootstrap, &[(&rin, PARTITIONS), (&rout, PARTITIONS)])?;
+            kafka::create_topics_with(
+                &a.bootstrap,
+                &[(&changelog, PARTITIONS)],
+                restore::CHANGELOG_CONFIG,
+            )?;
+            eprintln!("  writing {} keys into {changelog}", a.restore_keys);
+            let wrote =
+                restore::write_changelog(&a.bootstrap, &changelog, a.restore_keys, PARTITIONS)?;
+            // The quotas must hold every key.
+            let limits = format!(
+                "state = \"changelog\"\n\n[stage.limits]\nstate_max_keys = {}\nstate_max_bytes = {}\n",
+                a.restore_keys * 2,
+                (a.restore_keys * 256).max(64 << 20)
+            );
+            let toml = weir_pipeline(
+                &a.bootstrap,
+                &group,
+                &rin,
+                &rout,
+                &dlq,
+                &degradation,
+                f1_dedup_config,
+                Extra {
+                    stage: &limits,
+                    kafka: "",
+                },
+            )?;
+            let file = workdir.join("restore.toml");
+            std::fs::write(&file, toml)?;
+            results.restore.push(restore::measure(
+                restore::Run {
+                    keys: a.restore_keys,
+                    partitions: PARTITIONS,
+                    changelog: &changelog,
+                    cmd: weir_cmd(&a.weir, &file),
+                    stage: "bench",
+                    workdir: &workdir,
+                    round,
+                },
+                wrote,
+            )?);
         }
     }
 
@@ -286,7 +445,16 @@ fn all(a: &AllArgs) -> Result<()> {
                     let file = workdir.join(format!("lat-{rung}-{load}.toml"));
                     std::fs::write(
                         &file,
-                        weir_pipeline(&a.bootstrap, &group, &lin, &lout, &dlq, plugin, config)?,
+                        weir_pipeline(
+                            &a.bootstrap,
+                            &group,
+                            &lin,
+                            &lout,
+                            &dlq,
+                            plugin,
+                            config,
+                            Extra::default(),
+                        )?,
                     )?;
                     weir_cmd(&a.weir, &file)
                 };
@@ -372,8 +540,12 @@ fn native_cmd(
 }
 
 fn weir_cmd(weir: &Path, pipeline: &Path) -> Command {
+    weir_subcommand(weir, "run", pipeline)
+}
+
+fn weir_subcommand(weir: &Path, sub: &str, pipeline: &Path) -> Command {
     let mut cmd = Command::new(weir);
-    cmd.arg("run").arg(pipeline).env("RUST_LOG", "warn");
+    cmd.arg(sub).arg(pipeline).env("RUST_LOG", "warn");
     // The file says everything; none of the KAFKA_* overrides may leak in.
     for (k, _) in std::env::vars() {
         if k.starts_with("KAFKA_") {
@@ -383,6 +555,15 @@ fn weir_cmd(weir: &Path, pipeline: &Path) -> Command {
     cmd
 }
 
+/// Lines added to a weir rung's pipeline: to `[kafka]`, and to its stage
+/// (before `[stage.config]`; tables such as `[stage.limits]` may follow).
+#[derive(Clone, Copy, Default)]
+struct Extra<'a> {
+    kafka: &'a str,
+    stage: &'a str,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn weir_pipeline(
     bootstrap: &str,
     group: &str,
@@ -391,6 +572,7 @@ fn weir_pipeline(
     dlq: &str,
     plugin: &Path,
     config_json: &str,
+    extra: Extra<'_>,
 ) -> Result<String> {
     let plugin = plugin.canonicalize().with_context(|| {
         format!(
@@ -404,7 +586,7 @@ fn weir_pipeline(
         r#"[kafka]
 brokers = "{bootstrap}"
 group_id = "{group}"
-
+{kafka}
 [admin]
 listen = "127.0.0.1:0"
 
@@ -423,11 +605,61 @@ plugin = "{}"
 inputs = ["{input}"]
 outputs = {{ default = "{output}" }}
 dead_letter = "{dlq}"
-
+{stage}
 [stage.config]
 {config}"#,
-        plugin.display()
+        plugin.display(),
+        kafka = extra.kafka,
+        stage = extra.stage,
     ))
+}
+
+/// `weir validate FILE`: the first lines of what it said if it refused.
+fn weir_validate(weir: &Path, pipeline: &Path) -> std::result::Result<(), String> {
+    let out = weir_subcommand(weir, "validate", pipeline)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    // The line about `processing` if there is one, else the first lines.
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    Err(match lines.iter().find(|l| l.contains("processing")) {
+        Some(l) => l
+            .split(", expected one of")
+            .next()
+            .unwrap_or(l)
+            .trim()
+            .to_string(),
+        None => lines[..lines.len().min(3)].join(" / "),
+    })
+}
+
+/// How many transactional ids the broker knows
+/// (`kafka-transactions.sh list`).
+fn transactional_ids(kafka_sh: &Path, bootstrap: &str) -> Result<usize> {
+    let out = Command::new(kafka_sh)
+        .args([
+            "run",
+            "org.apache.kafka.tools.TransactionsCommand",
+            "--bootstrap-server",
+            bootstrap,
+            "list",
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "TransactionsCommand list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A header line, then one line per transactional id.
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+        .saturating_sub(1))
 }
 
 fn mean_message_bytes() -> usize {

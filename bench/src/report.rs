@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::broker::Ceiling;
 use crate::latency::Latency;
 use crate::load::LoadTime;
+use crate::restore::Restore;
 use crate::throughput::Throughput;
 
 #[derive(Debug, Serialize)]
@@ -26,6 +27,10 @@ pub struct Results {
     pub load: Vec<LoadTime>,
     /// (benchmark, ns per message), from criterion.
     pub micro: Vec<(String, f64)>,
+    /// The restore rung, one per round.
+    pub restore: Vec<Restore>,
+    /// What was skipped or is to be read with care, and why.
+    pub notes: Vec<String>,
     pub seconds: f64,
 }
 
@@ -96,6 +101,16 @@ impl Results {
                 self.ratio("B3-f1", "B4"),
                 20.0,
             ),
+            (
+                "B3 F1 dedup, state in a changelog (at-least-once) / in memory".into(),
+                self.ratio("B3-f1-dedup", "B3-f1-dedup-mem"),
+                0.9,
+            ),
+            (
+                "B3 F1 dedup, changelog + exactly-once / in memory".into(),
+                self.ratio("B3-f1-dedup-eos", "B3-f1-dedup-mem"),
+                0.8,
+            ),
         ]
     }
 
@@ -154,11 +169,43 @@ impl Results {
                 }
             }
         }
+        if let Some(r) = self.ratio("B3-f1-dedup-mem", "B3-f1") {
+            let _ = writeln!(
+                s,
+                "\nF1 degradation with its (car_id, seq) deduplication in keyed state (in memory) on / off (B3-f1-dedup-mem / B3-f1, same rounds): {r:.2}."
+            );
+        }
         if let Some(r) = self.ratio("B3-f1-dedup", "B3-f1") {
             let _ = writeln!(
                 s,
-                "\nF1 degradation with its (car_id, seq) deduplication in keyed state on / off (B3-f1-dedup / B3-f1, same rounds): {r:.2}."
+                "\nThe same with its state in a changelog topic, the default (B3-f1-dedup / B3-f1): {r:.2}. The plugin keeps each car's window of seen sequence numbers in a few bitmap keys, so a flush (every `commit_interval_ms`, 100 ms) writes a few records per car, not one per message: the count is below."
             );
+        }
+        for note in &self.notes {
+            let _ = writeln!(s, "\n{note}");
+        }
+        if !self.restore.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### Restore of keyed state\n\n{} distinct keys (16-byte keys, 8-byte values) written straight into a stage's changelog topic ({} partitions, `cleanup.policy=compact,delete`), then `weir run` started on that group and stage (the F1 plugin with deduplication on). `restore (ms)` is the stage's `last_restore_ms` (the assignment paused, the changelog read from its beginning into the store, resumed), checked against `state_restored_records` and `state_keys`; `from start (s)` is from `weir run` to the admin API showing the restore done (process start, plugin compilation and the group join included).\n\n| round | keys | restore (ms) | keys/s | from start (s) | peak RSS (MiB) | changelog written at (records/s) |\n|---:|---:|---:|---:|---:|---:|---:|",
+                self.restore[0].keys, self.restore[0].partitions
+            );
+            for r in &self.restore {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.0} |",
+                    r.round,
+                    r.keys,
+                    r.restore_ms,
+                    r.keys_per_sec,
+                    r.wall_s,
+                    r.peak_rss_mib,
+                    r.write_records_per_sec
+                );
+            }
+            if let Some(m) = median(self.restore.iter().map(|r| r.keys_per_sec).collect()) {
+                let _ = writeln!(s, "\nMedian: {m:.0} keys restored per second.");
+            }
         }
         if !self.latency.is_empty() {
             s.push_str("\n### End-to-end latency\n\nFrom a send-time header set by the load generator (which sends each message at once, `linger.ms=0`) to arrival at a consumer of the output topic: the broker twice, the processor and its producer's linger. The load is a fraction of B1's median rate; the generator and the latency consumer run on the same two cores as the broker and the processor.\n\n| rung | what | load | msg/s asked | msg/s sent | samples | p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -638,6 +638,37 @@ impl Drop for WeirProcess {
     }
 }
 
+/// A topic to create: its name, partitions and settings.
+pub type NewTopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
+
+/// Creates `(name, partitions, topic config)` topics with one replica and
+/// waits for the answer; a topic that already exists is an error (tests
+/// make their own, under a unique prefix).
+pub async fn create_topics(topics: &[NewTopicSpec<'_>]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions, config)| {
+            config.iter().fold(
+                NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
+        .collect();
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        if let Err((topic, code)) = r {
+            panic!("cannot create topic {topic}: {code}");
+        }
+    }
+}
 
 /// Waits until something listens on `addr` (a weir starting up binds its
 /// admin API once its topics and changelogs are ready).
