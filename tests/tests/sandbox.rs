@@ -341,3 +341,44 @@ async fn metric_labels_and_long_reasons_stay_bounded_end_to_end() {
     assert_eq!(dropped, Some(9_004.0));
     run.weir.stop().await.expect("clean shutdown");
 }
+
+/// A failed message leaves no state behind, whoever fails it: the plugin
+/// (a rejection, which the SDK keeps from the host) or the host (outputs
+/// over `max_outputs_per_message`, whose result the host refuses with its
+/// writes). Each message below adds 1 to the same counter before it fails,
+/// so a write that leaked would show in the last count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_message_leaves_no_state_behind() {
+    let run = start("dead_letter").await;
+    // One key: one partition, in order, and often one batch.
+    let records: Vec<(String, Vec<u8>)> = [
+        "count:k",
+        "count-reject:k",
+        "count-many:k:50",
+        "count:k",
+    ]
+    .iter()
+    .map(|v| ("k".to_string(), v.as_bytes().to_vec()))
+    .collect();
+    produce(&run.input, &records).await;
+    settled(&run.group, &[&run.input], SETTLE).await;
+    let out = values(&run.out);
+    let dead: BTreeMap<String, String> = read_all(&run.dlq)
+        .iter()
+        .map(|m| {
+            (
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                header(m, "weir.error.kind").unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(out, vec!["k=1", "k=2"], "dead letters: {dead:?}");
+    assert_eq!(
+        dead,
+        BTreeMap::from([
+            ("count-many:k:50".to_string(), "output_limit".to_string()),
+            ("count-reject:k".to_string(), "plugin_error".to_string()),
+        ])
+    );
+    run.weir.stop().await.expect("clean shutdown");
+}

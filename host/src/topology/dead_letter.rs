@@ -17,9 +17,9 @@ pub const SOURCE_OFFSET: &str = "weir.source.offset";
 pub const ORIGINAL_SIZE: &str = "weir.original.size";
 
 /// The value of `weir.error.kind` for a message the plugin rejected.
+/// (Outputs over the stage's limits are `output_limit`, a kind of
+/// [`crate::wasm::CallErrorKind`]: the host refuses the call's result.)
 pub const KIND_PLUGIN_ERROR: &str = "plugin_error";
-/// Outputs over the stage's limits, or one the broker refuses outright.
-pub const KIND_OUTPUT_LIMIT: &str = "output_limit";
 /// A message larger than the stage's `max_payload_bytes`; the plugin never
 /// saw it.
 pub const KIND_OVERSIZE: &str = "oversize";

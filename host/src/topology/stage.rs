@@ -29,11 +29,11 @@ use super::rebalance::{Progress, Rebalancer, Shared, apply, store_offsets};
 use super::reload::Swap;
 use super::transaction::{self, Ended, Fatal};
 use super::{StageControl, StageInfo, TopologyError, dead_letter};
-use crate::config::{OnError, StageConfig};
+use crate::config::{Limits, OnError, StageConfig};
 use crate::kafka::{KafkaClients, KafkaError, Refusal, fetch_one};
 use crate::metrics::StageMetrics;
 use crate::wasm::{
-    BatchBuilder, BatchResult, CallError, CallErrorKind, Instance, Plugin, Runtime, StageContext,
+    BatchBuilder, CallError, CallErrorKind, Instance, Plugin, Runtime, StageContext,
     ValidatedResult,
 };
 
@@ -725,10 +725,8 @@ impl Stage {
         for m in group {
             push(&mut builder, m);
         }
-        match self.call(&builder) {
-            Ok(result) => {
-                Results::Batch(ValidatedResult::new(result, group.len(), self.topics.len()))
-            }
+        match self.call(&builder, group.len()) {
+            Ok(result) => Results::Batch(result),
             Err(e) => {
                 self.note_failure(&e);
                 let mut singles = Vec::with_capacity(group.len());
@@ -737,8 +735,8 @@ impl Stage {
                     push(&mut one, m);
                     let mut timeouts = 0;
                     let outcome = loop {
-                        match self.call(&one) {
-                            Ok(r) => break Ok(ValidatedResult::new(r, 1, self.topics.len())),
+                        match self.call(&one, 1) {
+                            Ok(r) => break Ok(r),
                             // The deadline is wall time: a host starved of
                             // CPU can miss it through no fault of the
                             // message, so a timeout gets more chances
@@ -766,14 +764,24 @@ impl Stage {
     fn note_failure(&self, e: &CallError) {
         let counter = match e.kind {
             CallErrorKind::Timeout => &self.metrics.timeouts,
+            // Counted as a failure of its message when published.
+            CallErrorKind::OutputLimit => return,
             _ => &self.metrics.traps,
         };
         StageMetrics::add(counter, 1);
     }
 
-    /// One plugin call, on a fresh instance if the last call failed. After
-    /// a failure the instance's memory may be inconsistent, so it is dropped.
-    fn call(&mut self, builder: &BatchBuilder) -> Result<BatchResult, CallError> {
+    /// One plugin call on `inputs` messages, on a fresh instance if the
+    /// last call failed. After a failure the instance's memory may be
+    /// inconsistent, so it is dropped. A result with a message over the
+    /// stage's output limits is refused with its state writes, so that a
+    /// message failed for its outputs leaves no state behind; the call's
+    /// messages are then tried one at a time like after a trap.
+    fn call(
+        &mut self,
+        builder: &BatchBuilder,
+        inputs: usize,
+    ) -> Result<ValidatedResult, CallError> {
         let mut instance = match self.instance.take() {
             Some(i) => i,
             None => {
@@ -791,8 +799,20 @@ impl Stage {
                     })?
             }
         };
-        let result = instance.process(builder.batch());
+        let (limits, outputs) = (&self.config.limits, self.topics.len());
+        let result = instance.process_with(builder.batch(), |r| {
+            let result = ValidatedResult::new(r, inputs, outputs);
+            match (0..inputs).find_map(|i| over_output_limits(limits, &result, i)) {
+                Some(reason) => Err(reason),
+                None => Ok(result),
+            }
+        });
         self.metrics.memory_seen(instance.memory_high_water());
+        if matches!(&result, Err(e) if e.kind == CallErrorKind::OutputLimit) {
+            // The plugin is fine; only its answer was refused.
+            self.instance = Some(instance);
+            return result;
+        }
         let result = result?;
         self.instance = Some(instance);
         Ok(result)
@@ -811,15 +831,8 @@ impl Stage {
         let (kind, reason) = match fate {
             Fate::Processed(result, i) => match result.outcome(i) {
                 Ok(outputs) => {
-                    if let Some(reason) = self.over_output_limits(result, i) {
-                        return self.fail(
-                            m,
-                            dead_letter::KIND_OUTPUT_LIMIT,
-                            &reason,
-                            slot,
-                            abandon,
-                        );
-                    }
+                    // Over the output limits it would not be here: `call`
+                    // refuses such a result.
                     let mut sent = 0;
                     for o in outputs {
                         let mut record =
@@ -890,31 +903,6 @@ impl Stage {
             Fate::Failed { kind, reason } => (kind, reason),
         };
         self.fail(m, kind, &reason, slot, abandon)
-    }
-
-    /// Why the records of input `i` exceed the stage's output limits, if
-    /// they do: one message must not flood a topic.
-    fn over_output_limits(&self, result: &ValidatedResult, i: usize) -> Option<String> {
-        let limits = &self.config.limits;
-        let (mut count, mut bytes) = (0usize, 0usize);
-        for o in result.outcome(i).ok()? {
-            count += 1;
-            bytes += o.key.map_or(0, <[u8]>::len) + o.value.map_or(0, <[u8]>::len);
-            bytes += o.headers().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        }
-        if count > limits.max_outputs_per_message {
-            Some(format!(
-                "{count} output records for one message; max_outputs_per_message is {}",
-                limits.max_outputs_per_message
-            ))
-        } else if bytes > limits.max_output_bytes_per_message {
-            Some(format!(
-                "{bytes} bytes of output for one message; max_output_bytes_per_message is {}",
-                limits.max_output_bytes_per_message
-            ))
-        } else {
-            None
-        }
     }
 
     /// Handles a failed message as the stage's `on_error` says. Returns the
@@ -1424,6 +1412,30 @@ impl Stage {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Why the records of input `i` exceed the stage's output limits, if
+/// they do: one message must not flood a topic.
+fn over_output_limits(limits: &Limits, result: &ValidatedResult, i: usize) -> Option<String> {
+    let (mut count, mut bytes) = (0usize, 0usize);
+    for o in result.outcome(i).ok()? {
+        count += 1;
+        bytes += o.key.map_or(0, <[u8]>::len) + o.value.map_or(0, <[u8]>::len);
+        bytes += o.headers().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    }
+    if count > limits.max_outputs_per_message {
+        Some(format!(
+            "{count} output records for one message; max_outputs_per_message is {}",
+            limits.max_outputs_per_message
+        ))
+    } else if bytes > limits.max_output_bytes_per_message {
+        Some(format!(
+            "{bytes} bytes of output for one message; max_output_bytes_per_message is {}",
+            limits.max_output_bytes_per_message
+        ))
+    } else {
+        None
     }
 }
 

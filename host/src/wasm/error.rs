@@ -46,6 +46,10 @@ pub enum CallErrorKind {
     /// A keyed-state write would have taken the stage past its state quota
     /// (`state_max_bytes` or `state_max_keys`); the write traps the call.
     StateLimit,
+    /// The call returned outputs over the stage's limits for a message
+    /// (`max_outputs_per_message`, `max_output_bytes_per_message`); the
+    /// host refused the result and its state writes.
+    OutputLimit,
 }
 
 impl CallErrorKind {
@@ -56,6 +60,7 @@ impl CallErrorKind {
             CallErrorKind::Timeout => "timeout",
             CallErrorKind::Memory => "memory",
             CallErrorKind::StateLimit => "state_limit",
+            CallErrorKind::OutputLimit => "output_limit",
         }
     }
 }

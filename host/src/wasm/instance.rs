@@ -93,6 +93,18 @@ impl Instance {
     /// the batch's partition, and its state writes take effect only if it
     /// returns.
     pub fn process(&mut self, batch: &Batch) -> Result<BatchResult, CallError> {
+        self.process_with(batch, Ok)
+    }
+
+    /// Runs `process`, and applies its state writes only if `accept` takes
+    /// what it returned: a result the host refuses (outputs over the
+    /// stage's limits) leaves no state behind, as a trap does, and fails
+    /// with kind `output_limit`. The instance stays usable.
+    pub fn process_with<T>(
+        &mut self,
+        batch: &Batch,
+        accept: impl FnOnce(BatchResult) -> Result<T, String>,
+    ) -> Result<T, CallError> {
         let host = self.store.data_mut();
         host.scope.partition = batch.partition;
         host.begin_call();
@@ -101,8 +113,19 @@ impl Instance {
         host.deadline = Instant::now() + self.call_timeout;
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = self.bindings.call_process(&mut self.store, batch);
+        let result = match result {
+            Ok(r) => accept(r).map_err(|message| CallError {
+                stage: self.store.data().scope.stage.to_string(),
+                kind: CallErrorKind::OutputLimit,
+                message,
+            }),
+            Err(e) => {
+                self.store.data_mut().end_call(false);
+                return Err(classify(self.store.data(), e));
+            }
+        };
         self.store.data_mut().end_call(result.is_ok());
-        result.map_err(|e| classify(self.store.data(), e))
+        result
     }
 }
 

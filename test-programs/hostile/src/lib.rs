@@ -18,6 +18,7 @@
 //! | `many:N`     | emits N records (`0`, `1`, ...) |
 //! | `count:K`    | adds 1 to counter `count/K` in keyed state; emits `K=<count>` (state across instances and plugin swaps) |
 //! | `count-reject:K` | adds 1 to counter `count/K` in keyed state, then rejects the message with `counted K=<count>` (the SDK drops the write: a rejected message leaves no state) |
+//! | `count-many:K:N` | adds 1 to counter `count/K` in keyed state, then emits N records (over the stage's `max_outputs_per_message`, the host refuses the result and its write) |
 //! | `state-bomb:N` | writes N MiB of keyed state in one call, 64 KiB values under distinct keys (`bomb/<offset>/<i>`); emits `bombed N` |
 //! | `labels:N`   | sets gauge `labelled` with the invalid label names `stage`, `9x` and ``, and counter `bad-name`, then gauge `labelled` with N distinct label sets (`i` = 0..N, plus `text` with a backslash, a quote and a newline); emits `labelled N` |
 //! | `log-flood:N` | calls the `log` import N times at info level (`flood i`), the first message 10,000 bytes long; emits `logged N` |
@@ -212,6 +213,17 @@ impl Processor for Hostile {
             _ if value.starts_with("count-reject:") => {
                 let name = &value["count-reject:".len()..];
                 return Err(format!("counted {name}={}", count(name)));
+            }
+            _ if value.starts_with("count-many:") => {
+                let (name, n) = value["count-many:".len()..]
+                    .split_once(':')
+                    .ok_or("bad count-many:K:N")?;
+                let n: usize = n.parse().map_err(|_| "bad count-many:K:N")?;
+                count(name);
+                for i in 0..n {
+                    out.emit(self.out, i.to_string().as_bytes());
+                }
+                return Ok(());
             }
             _ if value.starts_with("state-bomb:") => state_bomb(
                 msg.offset(),
