@@ -301,6 +301,19 @@ impl KafkaClients {
             .map_err(self.client_err("consumer"))
     }
 
+    /// A client that sees uncommitted records: its watermarks are the high
+    /// watermarks, where a read_committed one's stop at the last stable
+    /// offset (the first record of a transaction still open).
+    pub fn uncommitted_watermarks(&self) -> Result<BaseConsumer, KafkaError> {
+        self.config(&[
+            ("group.id", "weir-watermarks"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_uncommitted"),
+        ])
+        .create()
+        .map_err(self.client_err("consumer"))
+    }
+
     /// A consumer in no group that reads changelog partitions from their
     /// beginning, committed transactions only, and says when it reaches the
     /// end of each.

@@ -42,6 +42,9 @@ use crate::wasm::{
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Extra attempts a message alone gets after timing out, before it fails.
 const TIMEOUT_RETRIES: u32 = 2;
+/// How long a restore waits for a transaction a dead process left open in
+/// the changelog: past the broker's `transaction.timeout.ms` (10 s).
+const OPEN_TRANSACTION_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a changelog may stay unreadable before the stage gives up.
 const RESTORE_PATIENCE: Duration = Duration::from_secs(30);
 /// How long re-reading an input for its dead letter may take.
@@ -525,11 +528,48 @@ impl Stage {
         let shared = &self.shared;
         let store = &*shared.store;
         let restorer = self.clients.restore_consumer().map_err(|e| e.to_string())?;
+        let uncommitted = self
+            .clients
+            .uncommitted_watermarks()
+            .map_err(|e| e.to_string())?;
+        let mut rewind: Vec<(String, i32, i64)> = Vec::new();
         let mut ends = std::collections::BTreeMap::new();
         for &p in todo {
-            let (low, high) = restorer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
+            // A transaction left open in the changelog (by a process that
+            // died, or one fenced a moment ago) hides every record after it
+            // from a read_committed reader, those committed since by the
+            // partition's next owner included. Only one process at a time
+            // writes a partition's changelog, so such a transaction is a
+            // dead one's, aborted by the broker within its timeout: the
+            // restore waits for it rather than miss what follows.
+            let waited = Instant::now();
+            let (low, high) = loop {
+                let timeout = Duration::from_secs(10);
+                let (low, stable) = restorer
+                    .fetch_watermarks(topic, p, timeout)
+                    .map_err(|e| e.to_string())?;
+                let (_, high) = uncommitted
+                    .fetch_watermarks(topic, p, timeout)
+                    .map_err(|e| e.to_string())?;
+                if stable >= high || waited.elapsed() >= OPEN_TRANSACTION_PATIENCE {
+                    if stable < high {
+                        tracing::warn!(
+                            stage = self.config.name,
+                            changelog = topic,
+                            partition = p,
+                            stable,
+                            high,
+                            "restoring past a transaction still open"
+                        );
+                    }
+                    break (low, stable);
+                }
+                if abandon.is_cancelled() {
+                    return Err("stopping".into());
+                }
+                self.keep_alive(&mut rewind);
+                std::thread::sleep(Duration::from_millis(200));
+            };
             let mut progress = shared.lock();
             let Some(changelog) = &mut progress.changelog else {
                 break;
@@ -548,18 +588,12 @@ impl Stage {
             });
             ends.insert(p, (low, high));
         }
-        let mut rewind: Vec<(String, i32, i64)> = Vec::new();
         let restored =
             changelog::restore(&restorer, topic, &self.config.name, &ends, store, || {
                 if abandon.is_cancelled() {
                     return ends.keys().copied().collect();
                 }
-                if let Some(Ok(m)) = self.consumer.poll(Duration::ZERO) {
-                    let at = (m.topic().to_string(), m.partition(), m.offset());
-                    if !rewind.iter().any(|(t, p, _)| *t == at.0 && *p == at.1) {
-                        rewind.push(at);
-                    }
-                }
+                self.keep_alive(&mut rewind);
                 let progress = shared.lock();
                 ends.keys()
                     .copied()
@@ -584,6 +618,18 @@ impl Stage {
             }
         }
         Ok((rewind, restored))
+    }
+
+    /// Polls the group consumer during a restore, with everything paused,
+    /// so that the process stays in its group and hears of rebalances; a
+    /// message it returns anyway is noted, to be read again.
+    fn keep_alive(&self, rewind: &mut Vec<(String, i32, i64)>) {
+        if let Some(Ok(m)) = self.consumer.poll(Duration::ZERO) {
+            let at = (m.topic().to_string(), m.partition(), m.offset());
+            if !rewind.iter().any(|(t, p, _)| *t == at.0 && *p == at.1) {
+                rewind.push(at);
+            }
+        }
     }
 
     fn poll<'c>(
