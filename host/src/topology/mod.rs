@@ -183,6 +183,7 @@ pub struct StageParts {
     producer: Arc<stage::StageProducer>,
     shared: Arc<rebalance::Shared>,
     clients: KafkaClients,
+    producer_queue_kb: usize,
 }
 
 impl StageParts {
@@ -217,10 +218,12 @@ pub fn prepare_stage(
         )
     });
     let exactly_once = sc.processing == Processing::ExactlyOnce;
+    let transactional_id =
+        exactly_once.then(|| clients.transactional_id(&config.kafka.group_id, &sc.name));
     let shared = rebalance::Shared::new(
         &sc.name,
         changelog,
-        exactly_once,
+        transactional_id.clone(),
         config.kafka.commit_interval,
         runtime.state.clone(),
         runtime.metrics.stage(&sc.name),
@@ -241,26 +244,26 @@ pub fn prepare_stage(
     // A producer per stage: its delivery reports go straight to the
     // stage that waits for them.
     let deliveries = ack::Deliveries::new(control.budget.clone());
-    let producer = Arc::new(if exactly_once {
+    let producer = Arc::new(match &transactional_id {
         // Its transactions are initialised when the stage starts, after
         // any stage it replaces has stopped: initialising fences every
         // earlier producer with the same id.
-        clients.transactional_producer(
+        Some(id) => clients.transactional_producer(
             deliveries,
             stage::max_record_bytes(sc),
             budget_kb,
-            &clients.transactional_id(&config.kafka.group_id, &sc.name),
-        )?
-    } else {
-        clients.producer(deliveries, stage::max_record_bytes(sc), budget_kb)?
+            id,
+        )?,
+        None => clients.producer(deliveries, stage::max_record_bytes(sc), budget_kb)?,
     });
-    let _ = shared.producer.set(producer.clone());
+    shared.set_producer(producer.clone());
     Ok(StageParts {
         plugin,
         consumer,
         producer,
         shared,
         clients: clients.clone(),
+        producer_queue_kb: budget_kb,
     })
 }
 
@@ -290,6 +293,7 @@ pub fn assemble_stage(
             clients: parts.clients,
             swaps: swap_rx,
             control: control.clone(),
+            producer_queue_kb: parts.producer_queue_kb,
         },
         generation,
     );

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -60,7 +60,10 @@ pub struct Shared {
     /// `restoring` without taking the lock after every poll.
     pub rebalanced: AtomicBool,
     /// Set once the producer exists (it is made after the consumer).
-    pub producer: OnceLock<Arc<StageProducer>>,
+    producer: Mutex<Option<Arc<StageProducer>>>,
+    /// Under exactly-once: the producer's `transactional.id`, for a new
+    /// producer after a fatal error.
+    pub transactional_id: Option<String>,
     pub store: Arc<dyn StateStore>,
     pub metrics: Arc<StageMetrics>,
     pub control: Arc<StageControl>,
@@ -72,12 +75,13 @@ impl Shared {
     pub fn new(
         stage: &str,
         changelog: Option<Changelog>,
-        exactly_once: bool,
+        transactional_id: Option<String>,
         commit_interval: Duration,
         store: Arc<dyn StateStore>,
         metrics: Arc<StageMetrics>,
         control: Arc<StageControl>,
     ) -> Arc<Self> {
+        let exactly_once = transactional_id.is_some();
         // Under exactly-once the transaction orders state and offsets;
         // under at-least-once offsets wait for the changelog.
         let ledger = if changelog.is_some() && !exactly_once {
@@ -97,7 +101,8 @@ impl Shared {
                 seek_committed: false,
             }),
             rebalanced: AtomicBool::new(false),
-            producer: OnceLock::new(),
+            producer: Mutex::new(None),
+            transactional_id,
             store,
             metrics,
             control,
@@ -107,6 +112,20 @@ impl Shared {
 
     pub fn lock(&self) -> MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stage's producer, once made.
+    pub fn producer(&self) -> Option<Arc<StageProducer>> {
+        self.producer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `producer` the one the callbacks use (at start, and after a
+    /// fatal error replaced it).
+    pub fn set_producer(&self, producer: Arc<StageProducer>) {
+        *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = Some(producer);
     }
 }
 
@@ -195,9 +214,10 @@ impl Rebalancer {
     /// the revoked partitions too), or aborts it if the assignment was lost.
     fn end_transaction(&self, consumer: &BaseConsumer<Self>, progress: &mut Progress, lost: bool) {
         let shared = &self.shared;
-        let Some(producer) = shared.producer.get() else {
+        let Some(producer) = shared.producer() else {
             return;
         };
+        let producer = &*producer;
         let ended = if lost {
             match progress.txn.as_mut() {
                 Some(txn) if txn.open => {
@@ -240,9 +260,10 @@ impl Rebalancer {
     /// and commits what is complete, within the drain timeout.
     fn finish(&self, consumer: &BaseConsumer<Self>, progress: &mut Progress, partitions: &[i32]) {
         let shared = &self.shared;
-        let Some(producer) = shared.producer.get() else {
+        let Some(producer) = shared.producer() else {
             return;
         };
+        let producer = &*producer;
         let deadline = Instant::now() + shared.control.drain_timeout();
         let mut scratch = Vec::new();
         loop {

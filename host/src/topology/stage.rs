@@ -77,6 +77,8 @@ pub struct StageIo {
     pub clients: KafkaClients,
     pub swaps: Receiver<Swap>,
     pub control: Arc<StageControl>,
+    /// The producer's queue size, KiB.
+    pub producer_queue_kb: usize,
 }
 
 /// The header naming the reload generation that produced a record.
@@ -96,6 +98,11 @@ pub struct Stage {
     cannot_instantiate: Option<String>,
     /// Since when restoring state has failed, if it is failing.
     restore_failing_since: Option<Instant>,
+    /// When the transactional producer was last replaced after fatal
+    /// errors (the last minute's).
+    replaced_producers: Vec<Instant>,
+    /// The producer's queue size, KiB, for a replacement.
+    producer_queue_kb: usize,
     consumer: Arc<StageConsumer>,
     producer: Arc<StageProducer>,
     shared: Arc<Shared>,
@@ -138,6 +145,7 @@ impl Stage {
             clients,
             swaps,
             control,
+            producer_queue_kb,
         } = io;
         let topics = ctx
             .outputs
@@ -153,6 +161,8 @@ impl Stage {
             instance: Some(instance),
             cannot_instantiate: None,
             restore_failing_since: None,
+            replaced_producers: Vec::new(),
+            producer_queue_kb,
             consumer: Arc::new(consumer),
             producer,
             shared,
@@ -653,9 +663,13 @@ impl Stage {
         stop: &CancellationToken,
         abandon: &CancellationToken,
     ) -> Result<(), StageError> {
-        if let Some(txn) = &mut progress.txn {
-            txn.begin(&self.producer)
-                .map_err(|e| StageError::Failed(self.transaction_failure(&e)))?;
+        if let Some(txn) = &mut progress.txn
+            && let Err(fatal) = txn.begin(&self.producer)
+        {
+            // The batch is read again from the committed offsets.
+            return self
+                .replace_producer(progress, &fatal)
+                .map_err(StageError::Failed);
         }
         // The slow-consumer fault: a sleep per consumed message, in slices,
         // so that a stop or a cleared fault does not wait it out.
@@ -1256,13 +1270,15 @@ impl Stage {
             return Ok(());
         }
         let written = progress.changelog.as_ref().map_or(0, |c| c.written);
-        let ended = transaction::commit(
+        let ended = match transaction::commit(
             &self.producer,
             progress,
             &*self.shared.store,
             &*self.consumer,
-        )
-        .map_err(|e| self.transaction_failure(&e))?;
+        ) {
+            Ok(ended) => ended,
+            Err(fatal) => return self.replace_producer(progress, &fatal),
+        };
         let written = progress.changelog.as_ref().map_or(0, |c| c.written) - written;
         StageMetrics::add(&self.metrics.changelog_records, written);
         match ended {
@@ -1297,6 +1313,61 @@ impl Stage {
             }
         }
         progress.seek_committed = true;
+    }
+
+    /// A transactional producer in a fatal state (fenced when the broker
+    /// aborted a transaction it let run past its timeout, say) is replaced
+    /// by a new one with the same id, and the stage goes back to its
+    /// committed offsets and state. More than a few in a short while stop
+    /// the stage: something else (another live process with this instance
+    /// id) keeps fencing it.
+    fn replace_producer(
+        &mut self,
+        progress: &mut Progress,
+        fatal: &Fatal,
+    ) -> Result<(), TopologyError> {
+        let now = Instant::now();
+        self.replaced_producers
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        self.replaced_producers.push(now);
+        let Some(id) = self.shared.transactional_id.clone() else {
+            return Err(self.transaction_failure(fatal));
+        };
+        if self.replaced_producers.len() > 3 {
+            return Err(TopologyError::StageFailed {
+                stage: self.config.name.clone(),
+                reason: format!(
+                    "{fatal}; its producer was replaced {} times in a minute: is another \
+                     process running with the same --instance-id?",
+                    self.replaced_producers.len() - 1
+                ),
+            });
+        }
+        tracing::warn!(stage = self.config.name, error = %fatal, "replacing the transactional producer; processing again from the committed offsets");
+        let producer = self
+            .clients
+            .transactional_producer(
+                Deliveries::new(self.control.budget.clone()),
+                max_record_bytes(&self.config),
+                self.producer_queue_kb,
+                &id,
+            )
+            .map_err(|e| self.transaction_failure(&Fatal(e.to_string())))?;
+        producer
+            .init_transactions(Duration::from_secs(60))
+            .map_err(|e| self.transaction_failure(&Fatal(e.to_string())))?;
+        let producer = Arc::new(producer);
+        self.shared.set_producer(producer.clone());
+        self.producer = producer;
+        if let Some(txn) = &mut progress.txn {
+            txn.open = false;
+            txn.positions.clear();
+            txn.messages = 0;
+            txn.doomed = None;
+        }
+        StageMetrics::add(&self.metrics.aborted_transactions, 1);
+        self.rewind(progress);
+        Ok(())
     }
 
     fn transaction_failure(&self, e: &Fatal) -> TopologyError {
