@@ -13,12 +13,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
-use weir_campus_events::{InventoryEvent, ORDER_PLACED, OrderPlaced};
+use weir_campus_events::{ORDER_PLACED, OrderPlaced};
 use weir_plugin::time::format_rfc3339_ms;
 use weir_plugin::{Emitter, InitContext, Message, OutputId, Processor, export_processor};
 use weir_plugin::{metrics, state};
 
-pub use reserve::{Outcome, StockLevels, reserve, unit_hash};
+pub use reserve::{
+    AnsweredOrders, Outcome, StockLevels, answer, inventory_event, reserve, unit_hash,
+};
 
 /// `[stage.config]` of the inventory stage.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +69,35 @@ impl StockLevels for StateStock<'_> {
     fn set(&mut self, sku: &str, remaining: i64) {
         state::set(&stock_key(sku), &remaining.to_le_bytes());
         metrics::gauge_set("stock_remaining", &[("sku", sku)], remaining as f64);
+    }
+}
+
+/// The time an answer carries: the order record's timestamp, else the
+/// order's own `createdAt`.
+pub fn answered_at(record_timestamp_ms: Option<i64>, order: &OrderPlaced) -> String {
+    record_timestamp_ms
+        .map(format_rfc3339_ms)
+        .or_else(|| order.created_at.clone())
+        .unwrap_or_default()
+}
+
+/// Answered order ids in keyed state: `order/{orderId}` holds 0 if
+/// reserved, 1 if failed, for `ttl` after the answer.
+struct StateAnswered {
+    ttl: Duration,
+}
+
+impl AnsweredOrders for StateAnswered {
+    fn answered(&mut self, order_id: &str) -> bool {
+        state::get(&order_key(order_id)).is_some()
+    }
+
+    fn record(&mut self, order_id: &str, outcome: &Outcome) {
+        state::set_with_ttl(
+            &order_key(order_id),
+            &[u8::from(*outcome != Outcome::Reserved)],
+            self.ttl,
+        );
     }
 }
 
@@ -120,47 +151,28 @@ impl Processor for Inventory {
         }
         // Idempotent by order id: a redelivered or re-sent order is answered
         // once and takes stock once.
-        let done = order_key(&order.order_id);
-        if state::get(&done).is_some() {
-            metrics::counter_add("duplicate_orders", &[], 1);
-            return Ok(());
-        }
-        let outcome = reserve(
+        let Some(outcome) = answer(
             &order,
             self.config.fail_rate,
             &mut StateStock {
                 initial: &self.config.stock,
             },
-        );
-        state::set_with_ttl(
-            &done,
-            &[u8::from(outcome != Outcome::Reserved)],
-            Duration::from_millis(self.config.dedup_ttl_ms),
-        );
+            &mut StateAnswered {
+                ttl: Duration::from_millis(self.config.dedup_ttl_ms),
+            },
+        ) else {
+            metrics::counter_add("duplicate_orders", &[], 1);
+            return Ok(());
+        };
 
         // No clock in the sandbox: the time of the answer is the order
         // record's own timestamp, which also makes a replay byte-identical.
-        let at = msg
-            .timestamp_ms()
-            .map(format_rfc3339_ms)
-            .or_else(|| order.created_at.clone())
-            .unwrap_or_default();
-        let event_id = format!("inv-{}", order.order_id);
-        let event = match outcome {
+        let at = answered_at(msg.timestamp_ms(), &order);
+        match &outcome {
             Outcome::Reserved => {
                 metrics::counter_add("reservations", &[("outcome", "reserved")], 1);
-                InventoryEvent::InventoryReserved {
-                    event_id,
-                    order_id: order.order_id.clone(),
-                    reserved_at: at.clone(),
-                    created_at: at,
-                }
             }
-            Outcome::Failed {
-                reason,
-                sku,
-                detail,
-            } => {
+            Outcome::Failed { reason, .. } => {
                 let reason_label = serde_json::to_value(reason)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
@@ -170,16 +182,9 @@ impl Processor for Inventory {
                     &[("outcome", "failed"), ("reason", &reason_label)],
                     1,
                 );
-                InventoryEvent::InventoryFailed {
-                    event_id,
-                    order_id: order.order_id.clone(),
-                    reason,
-                    sku,
-                    detail,
-                    created_at: at,
-                }
             }
-        };
+        }
+        let event = inventory_event(&order, outcome, at);
         out.emit_json(self.out, &event)?
             .key(order.order_id.as_bytes());
         Ok(())

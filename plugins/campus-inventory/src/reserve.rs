@@ -1,8 +1,10 @@
-//! The reservation rule, apart from where stock is kept.
+//! The reservation rule, apart from where stock and answered orders are
+//! kept: pure functions the plugin runs on keyed state and a test can fold
+//! over a topic with plain maps.
 
 use std::collections::BTreeMap;
 
-use weir_campus_events::{FailureReason, OrderPlaced};
+use weir_campus_events::{FailureReason, InventoryEvent, OrderPlaced};
 
 /// Stock levels by SKU. `None` means the SKU is not sold here.
 pub trait StockLevels {
@@ -76,6 +78,56 @@ pub fn reserve(order: &OrderPlaced, fail_rate: f64, stock: &mut impl StockLevels
     Outcome::Reserved
 }
 
+/// The order ids already answered. The plugin keeps them in keyed state
+/// for `dedup_ttl_ms`.
+pub trait AnsweredOrders {
+    fn answered(&mut self, order_id: &str) -> bool;
+    fn record(&mut self, order_id: &str, outcome: &Outcome);
+}
+
+/// The whole decision for one order: `None` for an order id already
+/// answered (a redelivery or a re-send: no second answer, no stock taken),
+/// else what [`reserve`] decides, recorded as answered.
+pub fn answer(
+    order: &OrderPlaced,
+    fail_rate: f64,
+    stock: &mut impl StockLevels,
+    answered: &mut impl AnsweredOrders,
+) -> Option<Outcome> {
+    if answered.answered(&order.order_id) {
+        return None;
+    }
+    let outcome = reserve(order, fail_rate, stock);
+    answered.record(&order.order_id, &outcome);
+    Some(outcome)
+}
+
+/// The answer published for `order`, timed `at` (the order record's time).
+pub fn inventory_event(order: &OrderPlaced, outcome: Outcome, at: String) -> InventoryEvent {
+    let event_id = format!("inv-{}", order.order_id);
+    let order_id = order.order_id.clone();
+    match outcome {
+        Outcome::Reserved => InventoryEvent::InventoryReserved {
+            event_id,
+            order_id,
+            reserved_at: at.clone(),
+            created_at: at,
+        },
+        Outcome::Failed {
+            reason,
+            sku,
+            detail,
+        } => InventoryEvent::InventoryFailed {
+            event_id,
+            order_id,
+            reason,
+            sku,
+            detail,
+            created_at: at,
+        },
+    }
+}
+
 /// The order id hashed onto [0, 1): FNV-1a, then MurmurHash3's 64-bit
 /// finaliser, without which ids that differ in their last characters (as
 /// generated ids do) crowd together.
@@ -146,6 +198,44 @@ mod tests {
             }
         );
         assert_eq!((s.0["burrito"], s.0["soda"]), (1, 0));
+    }
+
+    struct Answered(HashMap<String, Outcome>);
+
+    impl AnsweredOrders for Answered {
+        fn answered(&mut self, order_id: &str) -> bool {
+            self.0.contains_key(order_id)
+        }
+        fn record(&mut self, order_id: &str, outcome: &Outcome) {
+            self.0.insert(order_id.to_string(), outcome.clone());
+        }
+    }
+
+    #[test]
+    fn an_order_id_is_answered_once() {
+        let mut s = shelf(&[("burrito", 1)]);
+        let mut done = Answered(HashMap::new());
+        let one = json!([{"sku": "burrito", "qty": 1}]);
+        let o1 = order("o1", one.clone());
+        assert_eq!(answer(&o1, 0.0, &mut s, &mut done), Some(Outcome::Reserved));
+        assert_eq!(answer(&o1, 0.0, &mut s, &mut done), None);
+        let o2 = order("o2", one);
+        assert!(matches!(
+            answer(&o2, 0.0, &mut s, &mut done),
+            Some(Outcome::Failed {
+                reason: FailureReason::OutOfStock,
+                ..
+            })
+        ));
+        assert_eq!(answer(&o2, 0.0, &mut s, &mut done), None);
+        assert_eq!(s.0["burrito"], 0);
+        assert_eq!(done.0.len(), 2);
+        match inventory_event(&o1, Outcome::Reserved, "t".into()) {
+            InventoryEvent::InventoryReserved {
+                event_id, order_id, ..
+            } => assert_eq!((event_id.as_str(), order_id.as_str()), ("inv-o1", "o1")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
