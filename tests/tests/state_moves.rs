@@ -406,11 +406,9 @@ fn tally_total(counts: &BTreeMap<(String, u64), usize>, groups: &[&Vec<(String, 
 
 /// A partition that moves away and comes back after its new owner wrote
 /// to it: the state restored must be what the other process left, not
-/// what this process remembered of it before.
+/// what this process remembered of it before — in the store, and in the
+/// plugin's own cache of it (the host starts a fresh instance).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: the f1-degradation plugin's per-partition dedup cache (in the wasm \
-            instance) is not refreshed when a partition comes back with state another \
-            process wrote; run with --include-ignored"]
 async fn f1_dedup_holds_when_a_partition_comes_back() {
     let f1 = F1::new("moves-f1-back", "changelog");
     eprintln!("topics under {}, group {}", f1.prefix, f1.group);

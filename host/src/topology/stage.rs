@@ -482,6 +482,12 @@ impl Stage {
                 tracing::warn!(stage = self.config.name, topic, partition, offset, error = %e, "cannot rewind after a restore");
             }
         }
+        if !todo.is_empty() || seek_committed {
+            // A plugin may keep what it read of its state in its instance
+            // (a cache of dedup windows, say); the state just changed under
+            // it, so the next batch gets a fresh instance.
+            self.instance = self.runtime.instantiate(&self.plugin, &self.ctx).ok();
+        }
         if restored.partitions > 0 {
             let ms = started.elapsed().as_millis() as u64;
             StageMetrics::add(&self.metrics.state_restored_records, restored.records);

@@ -135,11 +135,14 @@ pub fn commit<C: ConsumerContext>(
             let metadata = consumer
                 .group_metadata()
                 .ok_or_else(|| Step::Abort("the consumer has no group metadata".into()))?;
-            retrying(|| {
+            // A rebalance under way makes this fail until the consumer
+            // polls again, which it cannot while this waits: a few tries,
+            // then the transaction is aborted and the group settles.
+            retrying(3, || {
                 producer.send_offsets_to_transaction(&offsets, &metadata, Duration::from_secs(30))
             })?;
         }
-        retrying(|| producer.commit_transaction(Timeout::Never))
+        retrying(5, || producer.commit_transaction(Timeout::Never))
     })();
     match outcome {
         Ok(()) => {
@@ -215,14 +218,18 @@ impl From<RdKafkaError> for Step {
     }
 }
 
-/// Runs a transactional call again while librdkafka says it may be
-/// retried.
-fn retrying(mut call: impl FnMut() -> Result<(), RdKafkaError>) -> Result<(), Step> {
+/// Runs a transactional call again, up to `attempts` times in all, while
+/// librdkafka says it may be retried; then the transaction is aborted.
+/// Never without end: the stage thread is also the one that must poll its
+/// consumer for a rebalance to finish.
+fn retrying(attempts: u32, mut call: impl FnMut() -> Result<(), RdKafkaError>) -> Result<(), Step> {
+    let mut tried = 0;
     loop {
+        tried += 1;
         match call() {
             Ok(()) => return Ok(()),
-            Err(RdKafkaError::Transaction(t)) if t.is_retriable() => {
-                tracing::debug!(error = %t, "transactional call retried");
+            Err(RdKafkaError::Transaction(t)) if t.is_retriable() && tried < attempts => {
+                tracing::debug!(error = %t, tried, "transactional call retried");
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => return Err(Step::from(e)),
