@@ -93,3 +93,14 @@ impl Processor {
         Ok(())
     }
 }
+
+/// A processor given up on (a rung that failed) must not keep running
+/// beside the next ones.
+impl Drop for Processor {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -334,8 +334,23 @@ fn all(a: &AllArgs) -> Result<()> {
                 }
             };
             let p = Processor::spawn(rung, cmd, &workdir)?;
-            let mut t =
-                throughput::measure(p, &label(rung), what, &watermarks, &output, target as i64)?;
+            let measured =
+                throughput::measure(p, &label(rung), what, &watermarks, &output, target as i64);
+            let mut t = match measured {
+                // The exactly-once rung measures work in progress: a
+                // failure is reported, and the rung left out from then on.
+                Err(e) if *rung == "b3-f1-dedup-eos" => {
+                    let note = format!(
+                        "B3-f1-dedup-eos failed in round {round} and was left out of the later rounds: {e:#} (its log: {}).",
+                        workdir.join(format!("{rung}.log")).display()
+                    );
+                    eprintln!("  {note}");
+                    results.notes.push(note);
+                    eos_skipped = true;
+                    continue;
+                }
+                other => other?,
+            };
             t.round = round;
             results.throughput.push(t);
             if extra.stage.contains("changelog") && round == 1 {
