@@ -144,6 +144,20 @@ async fn a_sigkilled_exactly_once_pipeline_answers_each_order_once() {
         }
     })
     .await;
+    // And later transactions of the same process go through too (each
+    // commit's changelog records once left the buffer budget short, so
+    // that the second transaction never got its records enqueued).
+    let more: Vec<_> = (ORDERS..ORDERS + 100).map(order).collect();
+    produce(&orders, &more).await;
+    let answered = eventually("the later orders answered", WAIT, || async {
+        let a = answers(&events);
+        if a.len() == ORDERS + 100 {
+            Ok(a)
+        } else {
+            Err(format!("{} of {} answered", a.len(), ORDERS + 100))
+        }
+    })
+    .await;
     let inventory_group = format!("{group}.inventory");
     eventually(
         "inventory's offsets at the end of its input",
@@ -178,9 +192,11 @@ async fn a_sigkilled_exactly_once_pipeline_answers_each_order_once() {
     );
     assert!(twice.is_empty(), "answered more than once: {twice:?}");
     assert_eq!(
-        requests_seen, ORDERS,
+        requests_seen,
+        ORDERS + 100,
         "order-intake forwarded each order once"
     );
+    assert!(m["transactions"].as_u64().unwrap_or(0) >= 2, "{m}");
     assert_eq!(reserved, STOCK, "the stock is exact");
     assert!(read_committed(&dlq).is_empty(), "nothing dead-lettered");
     for topic in [&requests, &events, &format!("{group}-inventory-changelog")] {

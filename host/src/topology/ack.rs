@@ -109,6 +109,36 @@ struct Queue {
     by_topic: Vec<(String, u64)>,
 }
 
+/// Enqueues a record that must go now, whatever the budget (which it
+/// counts against, so that its delivery report gives back what it took),
+/// waiting while the producer's queue is full. Every record a stage's
+/// producer sends goes through this or the stage's own `send`: a delivery
+/// report gives bytes back for every record.
+pub fn enqueue(
+    producer: &rdkafka::producer::ThreadedProducer<Deliveries>,
+    mut record: rdkafka::producer::BaseRecord<'_, [u8], [u8], usize>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::producer::Producer;
+    let deliveries = producer.context();
+    let bytes = budget_bytes(record.key, record.payload);
+    deliveries.take_anyway(bytes);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, r)) => {
+                if e != rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ) {
+                    deliveries.release(bytes);
+                    return Err(e);
+                }
+                record = r;
+                let _ = producer.flush(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// What a record counts against the budget: its key and value.
 pub fn budget_bytes(key: Option<&[u8]>, value: Option<&[u8]>) -> u64 {
     (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)) as u64
@@ -131,6 +161,13 @@ impl Deliveries {
             self.held.fetch_add(n, Ordering::Relaxed);
         }
         taken
+    }
+
+    /// Takes `n` bytes of the budget whether or not they fit (see
+    /// [`Budget::take`]).
+    pub fn take_anyway(&self, n: u64) {
+        self.budget.take(n);
+        self.held.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Gives back what [`Deliveries::take`] took for a record that is done

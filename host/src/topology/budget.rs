@@ -51,6 +51,13 @@ impl Budget {
         true
     }
 
+    /// Takes `n` bytes whether or not they fit: for records that must go
+    /// now (state flushed while partitions are revoked, a transaction's
+    /// changelog), which are few and small next to the budget.
+    pub fn take(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Gives back what [`Budget::try_take`] took: every caller gives back
     /// exactly what it took, once.
     pub fn give_back(&self, n: u64) {

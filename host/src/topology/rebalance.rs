@@ -277,7 +277,7 @@ impl Rebalancer {
                 break;
             };
             let sent = changelog.step(ledger, store, Some(partitions), |r| {
-                producer.send(r).map_err(|(e, _)| e)
+                super::ack::enqueue(producer, r)
             });
             if let Err(e) = sent {
                 tracing::warn!(stage = shared.stage, error = %e, "state of revoked partitions not flushed");

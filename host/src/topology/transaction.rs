@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -180,28 +180,9 @@ fn write_changes(
     producer: &StageProducer,
 ) -> Result<(), RdKafkaError> {
     let owned: Vec<i32> = changelog.owned().collect();
-    changelog.write_all(
-        store,
-        &owned,
-        |record: BaseRecord<'_, [u8], [u8], usize>| {
-            let mut record = record;
-            loop {
-                match producer.send(record) {
-                    Ok(()) => return Ok(()),
-                    Err((
-                        RdKafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        r,
-                    )) => {
-                        record = r;
-                        let _ = producer.flush(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => return Err(e),
-                }
-            }
-        },
-    )
+    changelog.write_all(store, &owned, |record| {
+        super::ack::enqueue(producer, record)
+    })
 }
 
 enum Step {
