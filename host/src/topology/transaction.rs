@@ -98,6 +98,19 @@ impl Txn {
         self.messages += messages;
     }
 
+    /// Closes a committed transaction; returns the messages it covered.
+    /// A poisoned input stays so until the stage has moved past it.
+    fn committed(&mut self) -> u64 {
+        self.open = false;
+        let positions = std::mem::take(&mut self.positions);
+        self.poisoned.retain(|(topic, partition, offset), _| {
+            positions
+                .get(&(topic.clone(), *partition))
+                .is_none_or(|next| offset >= next)
+        });
+        std::mem::take(&mut self.messages)
+    }
+
     /// Forgets the positions of partitions no longer held (revoked).
     pub fn forget(&mut self, partitions: &[i32]) {
         self.positions.retain(|(_, p), _| !partitions.contains(p));
@@ -145,14 +158,9 @@ pub fn commit<C: ConsumerContext>(
         retrying(5, || producer.commit_transaction(Timeout::Never))
     })();
     match outcome {
-        Ok(()) => {
-            let messages = txn.messages;
-            txn.open = false;
-            txn.positions.clear();
-            txn.messages = 0;
-            txn.poisoned.clear();
-            Ok(Ended::Committed { messages })
-        }
+        Ok(()) => Ok(Ended::Committed {
+            messages: txn.committed(),
+        }),
         Err(Step::Abort(reason)) => {
             abort(producer, txn)?;
             Ok(Ended::Aborted { reason })
@@ -215,5 +223,44 @@ fn retrying(attempts: u32, mut call: impl FnMut() -> Result<(), RdKafkaError>) -
             }
             Err(e) => return Err(Step::from(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_keeps_the_poisoned_inputs_not_yet_passed() {
+        let mut txn = Txn {
+            open: true,
+            begun_at: Some(Instant::now()),
+            ..Txn::default()
+        };
+        for offset in [5, 9] {
+            txn.poisoned
+                .insert(("in".into(), 0, offset), "too large".into());
+        }
+        txn.poisoned.insert(("in".into(), 1, 3), "too large".into());
+        txn.processed("in", 0, 6, 7);
+        assert!(txn.due(Duration::ZERO));
+        assert_eq!(txn.committed(), 7);
+        assert!(!txn.open && txn.positions.is_empty());
+        let left: Vec<_> = txn
+            .poisoned
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Offset 5 is behind the commit (next 7); 9 is ahead, and
+        // partition 1 was not in the transaction.
+        assert_eq!(
+            left,
+            vec![("in".to_string(), 0, 9), ("in".to_string(), 1, 3)]
+        );
+        txn.processed("in", 1, 0, 1);
+        txn.forget(&[1]);
+        assert!(txn.positions.is_empty());
     }
 }
