@@ -351,15 +351,11 @@ async fn metric_labels_and_long_reasons_stay_bounded_end_to_end() {
 async fn a_failed_message_leaves_no_state_behind() {
     let run = start("dead_letter").await;
     // One key: one partition, in order, and often one batch.
-    let records: Vec<(String, Vec<u8>)> = [
-        "count:k",
-        "count-reject:k",
-        "count-many:k:50",
-        "count:k",
-    ]
-    .iter()
-    .map(|v| ("k".to_string(), v.as_bytes().to_vec()))
-    .collect();
+    let records: Vec<(String, Vec<u8>)> =
+        ["count:k", "count-reject:k", "count-many:k:50", "count:k"]
+            .iter()
+            .map(|v| ("k".to_string(), v.as_bytes().to_vec()))
+            .collect();
     produce(&run.input, &records).await;
     settled(&run.group, &[&run.input], SETTLE).await;
     let out = values(&run.out);
