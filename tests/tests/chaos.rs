@@ -674,7 +674,7 @@ async fn chaos(fleet: &mut Fleet, rng: &mut Rng, done: impl Fn() -> bool) -> Cha
         // stage's partition, when one does: the others only move work.
         let holder = (0..fleet.slots.len()).find(|s| holds(&fleet.slots[*s], "inventory"));
         let slot = match holder {
-            Some(s) if round % 2 == 0 => s,
+            Some(s) if round.is_multiple_of(2) => s,
             _ => rng.below(fleet.slots.len()),
         };
         if holds(&fleet.slots[slot], "inventory") {
