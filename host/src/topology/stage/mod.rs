@@ -8,18 +8,21 @@
 //! a hand-written rdkafka loop pays, with no task hand-off, channel or
 //! future per message (the benchmark's B1 rung is that loop).
 
+mod commit;
+mod restore;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage, Timestamp};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::ack::{Deliveries, Delivery, Ledger, Tag, budget_bytes};
@@ -27,7 +30,6 @@ use super::changelog;
 use super::lag::LagSampler;
 use super::rebalance::{Progress, Rebalancer, Shared, apply, store_offsets};
 use super::reload::Swap;
-use super::transaction::{self, Ended, Fatal};
 use super::{StageControl, StageInfo, TopologyError, dead_letter};
 use crate::config::{Limits, OnError, StageConfig};
 use crate::kafka::{KafkaClients, KafkaError, Refusal, fetch_one};
@@ -42,6 +44,9 @@ use crate::wasm::{
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Extra attempts a message alone gets after timing out, before it fails.
 const TIMEOUT_RETRIES: u32 = 2;
+/// A message's place: topic, partition, offset.
+type Coordinates = (String, i32, i64);
+
 /// How long a restore waits for a transaction a dead process left open in
 /// the changelog: past the broker's `transaction.timeout.ms` (10 s).
 const OPEN_TRANSACTION_PATIENCE: Duration = Duration::from_secs(30);
@@ -396,256 +401,6 @@ impl Stage {
             }
         }
         !progress.restoring.is_empty()
-    }
-
-    /// Restores the state of the partitions assigned since the last batch
-    /// from the changelog, then resumes them. Everything assigned stays
-    /// paused meanwhile, and the consumer is polled between reads so that
-    /// this process stays in its group through a long restore.
-    fn restore_pending(&mut self, abandon: &CancellationToken) -> Result<(), TopologyError> {
-        let shared = &self.shared;
-        let (topic, todo, seek_committed) = {
-            let mut progress = shared.lock();
-            let seek = std::mem::take(&mut progress.seek_committed);
-            match &progress.changelog {
-                Some(c) if !progress.restoring.is_empty() => {
-                    (c.topic.clone(), progress.restoring.clone(), seek)
-                }
-                _ if seek => (String::new(), Default::default(), seek),
-                _ => return Ok(()),
-            }
-        };
-        let consumer = &self.consumer;
-        let started = Instant::now();
-        let assignment = consumer.assignment().unwrap_or_default();
-        if let Err(e) = consumer.pause(&assignment) {
-            tracing::warn!(stage = self.config.name, error = %e, "cannot pause for a restore");
-        }
-        let outcome = if todo.is_empty() {
-            Ok((Vec::new(), changelog::Restored::default()))
-        } else {
-            self.read_changelog(&topic, &todo, abandon)
-        };
-        // Resume all that is assigned and not waiting for a restore; a
-        // message polled while paused is read again from where it was.
-        let (rewind, restored) = match outcome {
-            Ok(r) => {
-                self.restore_failing_since = None;
-                r
-            }
-            Err(e) => {
-                // A topic just created can take a moment to be known; a
-                // changelog that stays unreadable (deleted, too few
-                // partitions) stops the stage rather than let it wait
-                // unseen.
-                let since = *self.restore_failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= RESTORE_PATIENCE {
-                    return Err(TopologyError::StageFailed {
-                        stage: self.config.name.clone(),
-                        reason: format!(
-                            "cannot restore keyed state from the changelog topic {topic} for \
-                             partitions {todo:?}: {e}; it needs a partition for every input \
-                             partition of the stage"
-                        ),
-                    });
-                }
-                tracing::warn!(stage = self.config.name, changelog = topic, error = %e, "cannot restore state yet; retrying");
-                std::thread::sleep(Duration::from_millis(500));
-                (Vec::new(), changelog::Restored::default())
-            }
-        };
-        let progress = shared.lock();
-        let mut resume = TopicPartitionList::new();
-        if let Ok(now) = consumer.assignment() {
-            for e in now.elements() {
-                if !progress.restoring.contains(&e.partition()) {
-                    resume.add_partition(e.topic(), e.partition());
-                }
-            }
-        }
-        drop(progress);
-        if let Err(e) = consumer.resume(&resume) {
-            tracing::warn!(stage = self.config.name, error = %e, "cannot resume after a restore");
-        }
-        let rewind = if seek_committed {
-            self.committed_positions()
-        } else {
-            rewind
-        };
-        for (topic, partition, offset) in rewind {
-            if let Err(e) = consumer.seek(
-                &topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(5),
-            ) {
-                tracing::warn!(stage = self.config.name, topic, partition, offset, error = %e, "cannot rewind after a restore");
-            }
-        }
-        if !todo.is_empty() || seek_committed {
-            // A plugin may keep what it read of its state in its instance
-            // (a cache of dedup windows, say); the state just changed under
-            // it, so the next batch gets a fresh instance.
-            self.instance = self.runtime.instantiate(&self.plugin, &self.ctx).ok();
-        }
-        if restored.partitions > 0 {
-            let ms = started.elapsed().as_millis() as u64;
-            StageMetrics::add(&self.metrics.state_restored_records, restored.records);
-            self.metrics
-                .last_restore_ms
-                .store(ms, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
-                stage = self.config.name,
-                changelog = topic,
-                partitions = restored.partitions,
-                records = restored.records,
-                duration_ms = ms,
-                "state restored"
-            );
-        }
-        Ok(())
-    }
-
-    /// Where each assigned partition's committed offset is (the beginning
-    /// if none is committed): where an aborted transaction resumes from.
-    fn committed_positions(&self) -> Vec<(String, i32, i64)> {
-        let consumer = &self.consumer;
-        let committed = consumer
-            .assignment()
-            .and_then(|a| consumer.committed_offsets(a, Duration::from_secs(10)));
-        match committed {
-            Ok(tpl) => tpl
-                .elements()
-                .iter()
-                .map(|e| {
-                    let offset = match e.offset() {
-                        Offset::Offset(o) => o,
-                        _ => 0,
-                    };
-                    (e.topic().to_string(), e.partition(), offset)
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(stage = self.config.name, error = %e, "cannot read committed offsets to rewind to");
-                Vec::new()
-            }
-        }
-    }
-
-    /// Reads `todo`'s changelog partitions into the store; returns the
-    /// input messages polled meanwhile (to read again) and what was read.
-    #[allow(clippy::type_complexity)]
-    fn read_changelog(
-        &self,
-        topic: &str,
-        todo: &std::collections::BTreeSet<i32>,
-        abandon: &CancellationToken,
-    ) -> Result<(Vec<(String, i32, i64)>, changelog::Restored), String> {
-        let shared = &self.shared;
-        let store = &*shared.store;
-        let restorer = self.clients.restore_consumer().map_err(|e| e.to_string())?;
-        let uncommitted = self
-            .clients
-            .uncommitted_watermarks()
-            .map_err(|e| e.to_string())?;
-        let mut rewind: Vec<(String, i32, i64)> = Vec::new();
-        let mut ends = std::collections::BTreeMap::new();
-        for &p in todo {
-            // A transaction left open in the changelog (by a process that
-            // died, or one fenced a moment ago) hides every record after it
-            // from a read_committed reader, those committed since by the
-            // partition's next owner included. Only one process at a time
-            // writes a partition's changelog, so such a transaction is a
-            // dead one's, aborted by the broker within its timeout: the
-            // restore waits for it rather than miss what follows.
-            let waited = Instant::now();
-            let (low, high) = loop {
-                let timeout = Duration::from_secs(10);
-                let (low, stable) = restorer
-                    .fetch_watermarks(topic, p, timeout)
-                    .map_err(|e| e.to_string())?;
-                let (_, high) = uncommitted
-                    .fetch_watermarks(topic, p, timeout)
-                    .map_err(|e| e.to_string())?;
-                if stable >= high || waited.elapsed() >= OPEN_TRANSACTION_PATIENCE {
-                    if stable < high {
-                        tracing::warn!(
-                            stage = self.config.name,
-                            changelog = topic,
-                            partition = p,
-                            stable,
-                            high,
-                            "restoring past a transaction still open"
-                        );
-                    }
-                    break (low, stable);
-                }
-                if abandon.is_cancelled() {
-                    return Err("stopping".into());
-                }
-                self.keep_alive(&mut rewind);
-                std::thread::sleep(Duration::from_millis(200));
-            };
-            let mut progress = shared.lock();
-            let Some(changelog) = &mut progress.changelog else {
-                break;
-            };
-            if changelog.still_current(p, high) {
-                // Revoked and assigned back with nobody writing meanwhile:
-                // the state in memory is the changelog's.
-                changelog.adopt(p, high);
-                progress.restoring.remove(&p);
-                continue;
-            }
-            changelog.forget_suspended(p);
-            store.drop_partition(&crate::state::Scope {
-                stage: self.config.name.as_str().into(),
-                partition: p,
-            });
-            ends.insert(p, (low, high));
-        }
-        let restored =
-            changelog::restore(&restorer, topic, &self.config.name, &ends, store, || {
-                if abandon.is_cancelled() {
-                    return ends.keys().copied().collect();
-                }
-                self.keep_alive(&mut rewind);
-                let progress = shared.lock();
-                ends.keys()
-                    .copied()
-                    .filter(|p| !progress.restoring.contains(p))
-                    .collect()
-            })
-            .map_err(|e| e.to_string())?;
-        let mut progress = shared.lock();
-        let progress = &mut *progress;
-        for (&p, &(_, end)) in &ends {
-            let done = !abandon.is_cancelled() && progress.restoring.remove(&p);
-            match &mut progress.changelog {
-                Some(changelog) if done => changelog.adopt(p, end),
-                // Revoked while it was read: what was read is no one's.
-                _ if !progress.restoring.contains(&p) => {
-                    store.drop_partition(&crate::state::Scope {
-                        stage: self.config.name.as_str().into(),
-                        partition: p,
-                    })
-                }
-                _ => {}
-            }
-        }
-        Ok((rewind, restored))
-    }
-
-    /// Polls the group consumer during a restore, with everything paused,
-    /// so that the process stays in its group and hears of rebalances; a
-    /// message it returns anyway is noted, to be read again.
-    fn keep_alive(&self, rewind: &mut Vec<(String, i32, i64)>) {
-        if let Some(Ok(m)) = self.consumer.poll(Duration::ZERO) {
-            let at = (m.topic().to_string(), m.partition(), m.offset());
-            if !rewind.iter().any(|(t, p, _)| *t == at.0 && *p == at.1) {
-                rewind.push(at);
-            }
-        }
     }
 
     fn poll<'c>(
@@ -1214,173 +969,6 @@ impl Stage {
         }
         store_offsets(&*self.consumer, &self.metrics, &mut progress.ledger);
         failure.map_or(Ok(()), Err)
-    }
-
-    /// Exactly-once: handles refused records (their transaction can only
-    /// abort) and commits the transaction when it is due.
-    fn settle_transaction(
-        &mut self,
-        progress: &mut Progress,
-        force: bool,
-    ) -> Result<(), TopologyError> {
-        for d in std::mem::take(&mut progress.deferred) {
-            let Some((error, record)) = d.failed else {
-                continue;
-            };
-            let refusal = Refusal::of(&error);
-            if d.tag.is_changelog() {
-                return Err(self.changelog_failure(&changelog::ChangelogError {
-                    topic: record.topic().to_string(),
-                    source: error,
-                }));
-            }
-            let timed_out =
-                error == RdKafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
-            let source = progress
-                .ledger
-                .source(d.tag.slot())
-                .map(|(t, p)| (t.to_string(), p));
-            let Some(txn) = progress.txn.as_mut() else {
-                break;
-            };
-            if refusal.is_the_records() || refusal == Refusal::TooLarge {
-                if let Some((topic, partition)) = source {
-                    let reason = format!("{} refused an output record: {error}", record.topic());
-                    txn.poisoned
-                        .insert((topic, partition, d.tag.offset()), reason);
-                }
-                txn.doomed
-                    .get_or_insert_with(|| format!("{} refused a record: {error}", record.topic()));
-            } else if timed_out {
-                txn.doomed.get_or_insert_with(|| {
-                    format!("{} did not acknowledge in time", record.topic())
-                });
-            } else {
-                let input = OwnedMessage::new(
-                    None,
-                    None,
-                    source.map_or_else(String::new, |s| s.0),
-                    Timestamp::NotAvailable,
-                    -1,
-                    d.tag.offset(),
-                    None,
-                );
-                return Err(self.platform_failure(record.topic(), &input, &error));
-            }
-        }
-        let interval = self.shared.commit_interval;
-        let Some(txn) = progress.txn.as_ref() else {
-            return Ok(());
-        };
-        if !(txn.due(interval) || (force && txn.open) || txn.doomed.is_some()) {
-            return Ok(());
-        }
-        let written = progress.changelog.as_ref().map_or(0, |c| c.written);
-        let ended = match transaction::commit(
-            &self.producer,
-            progress,
-            &*self.shared.store,
-            &*self.consumer,
-        ) {
-            Ok(ended) => ended,
-            Err(fatal) => return self.replace_producer(progress, &fatal),
-        };
-        let written = progress.changelog.as_ref().map_or(0, |c| c.written) - written;
-        StageMetrics::add(&self.metrics.changelog_records, written);
-        match ended {
-            Ended::Idle => {}
-            Ended::Committed { messages } => {
-                StageMetrics::add(&self.metrics.committed, messages);
-                StageMetrics::add(&self.metrics.transactions, 1);
-                progress.ledger.advance(|_, _, _, _| {});
-            }
-            Ended::Aborted { reason } => {
-                StageMetrics::add(&self.metrics.aborted_transactions, 1);
-                tracing::warn!(
-                    stage = self.config.name,
-                    reason,
-                    "transaction aborted; its messages are processed again"
-                );
-                self.rewind(progress);
-            }
-        }
-        Ok(())
-    }
-
-    /// After an abort: the state of every owned partition is restored from
-    /// the changelog and the consumer goes back to the committed offsets.
-    fn rewind(&self, progress: &mut Progress) {
-        progress.ledger = Ledger::default();
-        if let Some(changelog) = &mut progress.changelog {
-            let owned: Vec<i32> = changelog.owned().collect();
-            for p in owned {
-                changelog.release(&*self.shared.store, p, true);
-                progress.restoring.insert(p);
-            }
-        }
-        progress.seek_committed = true;
-    }
-
-    /// A transactional producer in a fatal state (fenced when the broker
-    /// aborted a transaction it let run past its timeout, say) is replaced
-    /// by a new one with the same id, and the stage goes back to its
-    /// committed offsets and state. More than a few in a short while stop
-    /// the stage: something else (another live process with this instance
-    /// id) keeps fencing it.
-    fn replace_producer(
-        &mut self,
-        progress: &mut Progress,
-        fatal: &Fatal,
-    ) -> Result<(), TopologyError> {
-        let now = Instant::now();
-        self.replaced_producers
-            .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
-        self.replaced_producers.push(now);
-        let Some(id) = self.shared.transactional_id.clone() else {
-            return Err(self.transaction_failure(fatal));
-        };
-        if self.replaced_producers.len() > 3 {
-            return Err(TopologyError::StageFailed {
-                stage: self.config.name.clone(),
-                reason: format!(
-                    "{fatal}; its producer was replaced {} times in a minute: is another \
-                     process running with the same --instance-id?",
-                    self.replaced_producers.len() - 1
-                ),
-            });
-        }
-        tracing::warn!(stage = self.config.name, error = %fatal, "replacing the transactional producer; processing again from the committed offsets");
-        let producer = self
-            .clients
-            .transactional_producer(
-                Deliveries::new(self.control.budget.clone()),
-                max_record_bytes(&self.config),
-                self.producer_queue_kb,
-                &id,
-            )
-            .map_err(|e| self.transaction_failure(&Fatal(e.to_string())))?;
-        producer
-            .init_transactions(Duration::from_secs(60))
-            .map_err(|e| self.transaction_failure(&Fatal(e.to_string())))?;
-        let producer = Arc::new(producer);
-        self.shared.set_producer(producer.clone());
-        self.producer = producer;
-        if let Some(txn) = &mut progress.txn {
-            txn.open = false;
-            txn.positions.clear();
-            txn.messages = 0;
-            txn.doomed = None;
-        }
-        StageMetrics::add(&self.metrics.aborted_transactions, 1);
-        self.rewind(progress);
-        Ok(())
-    }
-
-    fn transaction_failure(&self, e: &Fatal) -> TopologyError {
-        TopologyError::StageFailed {
-            stage: self.config.name.clone(),
-            reason: e.to_string(),
-        }
     }
 
     /// The changelog refused a record: nothing past it may be committed,
