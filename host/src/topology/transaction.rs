@@ -131,6 +131,7 @@ pub fn commit<C: ConsumerContext>(
     if !txn.open {
         return Ok(Ended::Idle);
     }
+    let started = Instant::now();
     let outcome = (|| {
         if let Some(reason) = &txn.doomed {
             return Err(Step::Abort(reason.clone()));
@@ -155,8 +156,13 @@ pub fn commit<C: ConsumerContext>(
                 producer.send_offsets_to_transaction(&offsets, &metadata, Duration::from_secs(30))
             })?;
         }
+        wait_delivered(producer);
         retrying(5, || producer.commit_transaction(Timeout::Never))
     })();
+    tracing::debug!(
+        duration_us = started.elapsed().as_micros() as u64,
+        "transaction ended"
+    );
     match outcome {
         Ok(()) => Ok(Ended::Committed {
             messages: txn.committed(),
@@ -166,6 +172,21 @@ pub fn commit<C: ConsumerContext>(
             Ok(Ended::Aborted { reason })
         }
         Err(Step::Fatal(reason)) => Err(Fatal(reason)),
+    }
+}
+
+/// Waits, briefly polling, until the producer has nothing in flight.
+///
+/// `commit_transaction` flushes first, and rdkafka's flush, when records
+/// are still in flight, waits for events in slices of up to 100 ms that
+/// the threaded producer's own poll thread takes first: a commit then took
+/// 100 ms however fast the broker was. With nothing left in flight the
+/// flush returns at once. A record the broker never acknowledges fails
+/// after `message.timeout.ms`, so this ends.
+fn wait_delivered(producer: &StageProducer) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(500));
     }
 }
 
