@@ -31,6 +31,16 @@ impl Stage {
             let Some((error, record)) = d.failed else {
                 continue;
             };
+            // Purged by an abort: the records of a transaction that will
+            // never commit, whose messages are processed again.
+            if matches!(
+                error,
+                RdKafkaError::MessageProduction(
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                )
+            ) {
+                continue;
+            }
             let refusal = Refusal::of(&error);
             if d.tag.is_changelog() {
                 return Err(self.changelog_failure(&changelog::ChangelogError {
