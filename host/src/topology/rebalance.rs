@@ -50,6 +50,26 @@ pub struct Progress {
     /// After an aborted transaction: every assigned partition goes back to
     /// its committed offset once its state is restored.
     pub seek_committed: bool,
+    /// Messages polled and not processed (while a restore kept the group
+    /// alive, or of a partition still waiting for its state), with the
+    /// first such offset per partition: the stage seeks back there once
+    /// the restore is done, so none is skipped.
+    pub rewind: Vec<(String, i32, i64)>,
+}
+
+impl Progress {
+    /// Notes that `topic`/`partition` must be read again from `offset`
+    /// (the earliest noted offset wins).
+    pub fn rewind_to(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self
+            .rewind
+            .iter_mut()
+            .find(|(t, p, _)| t == topic && *p == partition)
+        {
+            Some((_, _, at)) => *at = (*at).min(offset),
+            None => self.rewind.push((topic.to_string(), partition, offset)),
+        }
+    }
 }
 
 /// What a stage's consumer context shares with the stage.
@@ -99,6 +119,7 @@ impl Shared {
                 deferred: Vec::new(),
                 txn: exactly_once.then(Txn::default),
                 seek_committed: false,
+                rewind: Vec::new(),
             }),
             rebalanced: AtomicBool::new(false),
             producer: Mutex::new(None),
@@ -198,6 +219,10 @@ impl Rebalancer {
             progress
                 .revoked
                 .push((e.topic().to_string(), e.partition()));
+            // Its next owner reads it from the commit.
+            progress
+                .rewind
+                .retain(|(t, p, _)| t != e.topic() || *p != e.partition());
         }
         for &p in &partitions {
             progress.ledger.forget(p);

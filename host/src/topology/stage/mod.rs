@@ -52,6 +52,9 @@ type Coordinates = (String, i32, i64);
 const OPEN_TRANSACTION_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a changelog may stay unreadable before the stage gives up.
 const RESTORE_PATIENCE: Duration = Duration::from_secs(30);
+/// How often a stage resumes the partitions it is not restoring, in case
+/// librdkafka lost a resume (see [`Stage::resume_ready`]).
+const RESUME_EVERY: Duration = Duration::from_secs(1);
 /// How long re-reading an input for its dead letter may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for weir's and the original headers on top of a record's key and
@@ -103,6 +106,8 @@ pub struct Stage {
     cannot_instantiate: Option<String>,
     /// Since when restoring state has failed, if it is failing.
     restore_failing_since: Option<Instant>,
+    /// When the partitions not being restored were last resumed.
+    resumed_at: Instant,
     /// When the transactional producer was last replaced after fatal
     /// errors (the last minute's).
     replaced_producers: Vec<Instant>,
@@ -166,6 +171,7 @@ impl Stage {
             instance: Some(instance),
             cannot_instantiate: None,
             restore_failing_since: None,
+            resumed_at: Instant::now(),
             replaced_producers: Vec::new(),
             producer_queue_kb,
             consumer: Arc::new(consumer),
@@ -286,6 +292,9 @@ impl Stage {
             if let Err(e) = self.restore_pending(&pipeline) {
                 break Err(e);
             }
+            if self.resumed_at.elapsed() >= RESUME_EVERY {
+                self.resume_ready();
+            }
             // Paused by the operator: no polling, but acknowledgements keep
             // settling and offsets committing. A pause longer than the
             // consumer's max.poll.interval.ms leaves the group; the next
@@ -342,15 +351,14 @@ impl Stage {
     fn next_batch<'c>(&self, consumer: &'c StageConsumer) -> Vec<BorrowedMessage<'c>> {
         let max = self.config.batch.max_messages;
         let mut batch = Vec::new();
-        let first = self.poll(consumer, IDLE_POLL);
-        if self.rebalanced(&mut batch) {
+        // A message returned by the poll that ran a rebalance callback is
+        // kept like any other: dropping it would skip it while the
+        // offsets after it commit.
+        batch.extend(self.poll(consumer, IDLE_POLL));
+        if self.rebalanced(&mut batch) || batch.is_empty() {
             return batch;
         }
-        let Some(first) = first else {
-            return batch;
-        };
         batch.reserve(max.min(1024));
-        batch.push(first);
         let deadline = Instant::now() + self.config.batch.max_wait;
         while batch.len() < max {
             // Messages already fetched come back without waiting.
@@ -364,12 +372,9 @@ impl Stage {
                     self.poll(consumer, deadline - now)
                 }
             };
-            let restore = self.rebalanced(&mut batch);
-            match next {
-                Some(m) => batch.push(m),
-                None => break,
-            }
-            if restore {
+            let more = next.is_some();
+            batch.extend(next);
+            if self.rebalanced(&mut batch) || !more {
                 break;
             }
         }
@@ -377,30 +382,40 @@ impl Stage {
     }
 
     /// After a poll: if the group moved partitions meanwhile, drops the
-    /// messages of revoked partitions from `batch`; true if partitions wait
-    /// to be restored.
+    /// messages of revoked partitions from `batch`, and sets aside those of
+    /// partitions waiting for their state (to be read again once it is
+    /// restored); true if partitions wait to be restored.
     fn rebalanced(&self, batch: &mut Vec<BorrowedMessage<'_>>) -> bool {
         if !self.shared.rebalanced.swap(false, Ordering::AcqRel) {
             return false;
         }
         let mut progress = self.shared.lock();
         let revoked = std::mem::take(&mut progress.revoked);
-        if !revoked.is_empty() {
-            let before = batch.len();
-            batch.retain(|m| {
-                !revoked
-                    .iter()
-                    .any(|(t, p)| t == m.topic() && *p == m.partition())
-            });
-            if batch.len() < before {
-                tracing::debug!(
-                    stage = self.config.name,
-                    dropped = before - batch.len(),
-                    "messages of revoked partitions dropped before processing"
-                );
-            }
+        let before = batch.len();
+        batch.retain(|m| {
+            !revoked
+                .iter()
+                .any(|(t, p)| t == m.topic() && *p == m.partition())
+        });
+        if batch.len() < before {
+            tracing::debug!(
+                stage = self.config.name,
+                dropped = before - batch.len(),
+                "messages of revoked partitions dropped before processing"
+            );
         }
-        !progress.restoring.is_empty()
+        if progress.restoring.is_empty() {
+            return false;
+        }
+        let progress = &mut *progress;
+        batch.retain(|m| {
+            let waits = progress.restoring.contains(&m.partition());
+            if waits {
+                progress.rewind_to(m.topic(), m.partition(), m.offset());
+            }
+            !waits
+        });
+        true
     }
 
     fn poll<'c>(

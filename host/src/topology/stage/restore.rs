@@ -20,7 +20,7 @@ impl Stage {
         &mut self,
         abandon: &CancellationToken,
     ) -> Result<(), TopologyError> {
-        let shared = &self.shared;
+        let shared = self.shared.clone();
         let (topic, todo, seek_committed) = {
             let mut progress = shared.lock();
             let seek = std::mem::take(&mut progress.seek_committed);
@@ -28,24 +28,26 @@ impl Stage {
                 Some(c) if !progress.restoring.is_empty() => {
                     (c.topic.clone(), progress.restoring.clone(), seek)
                 }
-                _ if seek => (String::new(), Default::default(), seek),
+                _ if seek || !progress.rewind.is_empty() => {
+                    (String::new(), Default::default(), seek)
+                }
                 _ => return Ok(()),
             }
         };
-        let consumer = &self.consumer;
+        let consumer = self.consumer.clone();
         let started = Instant::now();
         let assignment = consumer.assignment().unwrap_or_default();
         if let Err(e) = consumer.pause(&assignment) {
             tracing::warn!(stage = self.config.name, error = %e, "cannot pause for a restore");
         }
         let outcome = if todo.is_empty() {
-            Ok((Vec::new(), changelog::Restored::default()))
+            Ok(changelog::Restored::default())
         } else {
             self.read_changelog(&topic, &todo, abandon)
         };
         // Resume all that is assigned and not waiting for a restore; a
         // message polled while paused is read again from where it was.
-        let (rewind, restored) = match outcome {
+        let restored = match outcome {
             Ok(r) => {
                 self.restore_failing_since = None;
                 r
@@ -68,22 +70,11 @@ impl Stage {
                 }
                 tracing::warn!(stage = self.config.name, changelog = topic, error = %e, "cannot restore state yet; retrying");
                 std::thread::sleep(Duration::from_millis(500));
-                (Vec::new(), changelog::Restored::default())
+                changelog::Restored::default()
             }
         };
-        let progress = shared.lock();
-        let mut resume = TopicPartitionList::new();
-        if let Ok(now) = consumer.assignment() {
-            for e in now.elements() {
-                if !progress.restoring.contains(&e.partition()) {
-                    resume.add_partition(e.topic(), e.partition());
-                }
-            }
-        }
-        drop(progress);
-        if let Err(e) = consumer.resume(&resume) {
-            tracing::warn!(stage = self.config.name, error = %e, "cannot resume after a restore");
-        }
+        self.resume_ready();
+        let rewind = std::mem::take(&mut shared.lock().rewind);
         let rewind = if seek_committed {
             self.committed_positions()
         } else {
@@ -123,6 +114,38 @@ impl Stage {
         Ok(())
     }
 
+    /// Resumes every assigned partition that is not waiting for its state.
+    ///
+    /// Called after each restore and again every [`super::RESUME_EVERY`]: a
+    /// resume can be lost in librdkafka when the partition's fetcher starts
+    /// at the same moment (its version barrier is taken before the op is
+    /// queued, so the fetch-start op queued in between makes the resume
+    /// outdated, and it is dropped), which would leave the partition
+    /// paused for good. Resuming a partition that is not paused does
+    /// nothing, so repeating it is safe.
+    pub(super) fn resume_ready(&mut self) {
+        self.resumed_at = Instant::now();
+        let consumer = &self.consumer;
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let mut resume = TopicPartitionList::new();
+        {
+            let progress = self.shared.lock();
+            for e in assignment.elements() {
+                if !progress.restoring.contains(&e.partition()) {
+                    resume.add_partition(e.topic(), e.partition());
+                }
+            }
+        }
+        if resume.count() == 0 {
+            return;
+        }
+        if let Err(e) = consumer.resume(&resume) {
+            tracing::warn!(stage = self.config.name, error = %e, "cannot resume partitions");
+        }
+    }
+
     /// Where each assigned partition's committed offset is (the beginning
     /// if none is committed): where an aborted transaction resumes from.
     fn committed_positions(&self) -> Vec<Coordinates> {
@@ -149,14 +172,14 @@ impl Stage {
         }
     }
 
-    /// Reads `todo`'s changelog partitions into the store; returns the
-    /// input messages polled meanwhile (to read again) and what was read.
+    /// Reads `todo`'s changelog partitions into the store; the input
+    /// messages polled meanwhile are noted in `Progress::rewind`.
     fn read_changelog(
         &self,
         topic: &str,
         todo: &std::collections::BTreeSet<i32>,
         abandon: &CancellationToken,
-    ) -> Result<(Vec<Coordinates>, changelog::Restored), String> {
+    ) -> Result<changelog::Restored, String> {
         let shared = &self.shared;
         let store = &*shared.store;
         let restorer = self.clients.restore_consumer().map_err(|e| e.to_string())?;
@@ -164,7 +187,6 @@ impl Stage {
             .clients
             .uncommitted_watermarks()
             .map_err(|e| e.to_string())?;
-        let mut rewind: Vec<Coordinates> = Vec::new();
         let mut ends = std::collections::BTreeMap::new();
         for &p in todo {
             // A transaction left open in the changelog (by a process that
@@ -199,7 +221,7 @@ impl Stage {
                 if abandon.is_cancelled() {
                     return Err("stopping".into());
                 }
-                self.keep_alive(&mut rewind);
+                self.keep_alive();
                 std::thread::sleep(Duration::from_millis(200));
             };
             let mut progress = shared.lock();
@@ -225,7 +247,7 @@ impl Stage {
                 if abandon.is_cancelled() {
                     return ends.keys().copied().collect();
                 }
-                self.keep_alive(&mut rewind);
+                self.keep_alive();
                 let progress = shared.lock();
                 ends.keys()
                     .copied()
@@ -249,18 +271,17 @@ impl Stage {
                 _ => {}
             }
         }
-        Ok((rewind, restored))
+        Ok(restored)
     }
 
     /// Polls the group consumer during a restore, with everything paused,
     /// so that the process stays in its group and hears of rebalances; a
     /// message it returns anyway is noted, to be read again.
-    fn keep_alive(&self, rewind: &mut Vec<Coordinates>) {
+    fn keep_alive(&self) {
         if let Some(Ok(m)) = self.consumer.poll(Duration::ZERO) {
-            let at = (m.topic().to_string(), m.partition(), m.offset());
-            if !rewind.iter().any(|(t, p, _)| *t == at.0 && *p == at.1) {
-                rewind.push(at);
-            }
+            self.shared
+                .lock()
+                .rewind_to(m.topic(), m.partition(), m.offset());
         }
     }
 }
