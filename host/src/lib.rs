@@ -8,7 +8,7 @@
 
 pub mod admin;
 pub mod app;
-pub mod config;
+pub use weir_config as config;
 pub mod control;
 pub mod generate;
 pub mod kafka;

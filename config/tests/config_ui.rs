@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use weir::config;
+use weir_config as config;
 
 const UI_DIR: &str = "tests/ui";
 
