@@ -38,6 +38,8 @@ pub struct StageMetrics {
     /// Rebalances that assigned this stage's consumer partitions (its
     /// first join included).
     pub rebalances: AtomicU64,
+    /// Group consumers replaced after staying out of their group too long.
+    pub consumers_replaced: AtomicU64,
     /// Exactly-once: transactions committed and aborted.
     pub transactions: AtomicU64,
     pub aborted_transactions: AtomicU64,
@@ -164,6 +166,7 @@ pub struct StageSnapshot {
     pub state_restored_records: u64,
     pub last_restore_ms: u64,
     pub rebalances: u64,
+    pub consumers_replaced: u64,
     pub transactions: u64,
     pub aborted_transactions: u64,
     /// Failed messages by kind; kinds that never happened are left out.
@@ -233,6 +236,7 @@ impl StageMetrics {
             state_restored_records: get(&self.state_restored_records),
             last_restore_ms: get(&self.last_restore_ms),
             rebalances: get(&self.rebalances),
+            consumers_replaced: get(&self.consumers_replaced),
             transactions: get(&self.transactions),
             aborted_transactions: get(&self.aborted_transactions),
             failures: FAILURE_KINDS

@@ -747,3 +747,72 @@ pub fn open_transactions(topic: &str) -> Vec<(i32, i64, i64)> {
     }
     open
 }
+
+/// The broker's pid, as `scripts/test.sh` exports it, for tests that stop
+/// and resume it.
+pub fn broker_pid() -> i32 {
+    let pid = std::env::var("WEIR_TEST_KAFKA_PID").unwrap_or_else(|_| {
+        panic!("WEIR_TEST_KAFKA_PID is not set: run the tests with scripts/test.sh")
+    });
+    pid.trim().parse().expect("WEIR_TEST_KAFKA_PID is a pid")
+}
+
+/// Sends `sig` (`STOP`, `CONT`, ...) to process `pid`.
+pub fn signal(pid: i32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// Resumes the stopped broker when dropped, also when the test fails while
+/// it is stopped.
+pub struct ResumeBroker(pub i32);
+
+impl Drop for ResumeBroker {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+/// How many times each key appears on `topic`.
+pub fn counts_by_key(topic: &str) -> BTreeMap<Vec<u8>, usize> {
+    let mut seen = BTreeMap::new();
+    for m in read_all(topic) {
+        *seen.entry(m.key().unwrap().to_vec()).or_default() += 1;
+    }
+    seen
+}
+
+/// One counter of one stage from the admin API's status.
+pub async fn stage_metric(admin: std::net::SocketAddr, stage: &str, field: &str) -> u64 {
+    let (_, status) = http(admin, "GET", "/api/v1/status", None).await;
+    status["metrics"]["stages"][stage][field]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Starts the stages of a weir that was started with `autostart = false`
+/// (no generator), and waits until `stage` has consumed something.
+pub async fn start_stages(admin: std::net::SocketAddr, stage: &str) {
+    let (code, _) = http(
+        admin,
+        "POST",
+        "/api/v1/start",
+        Some(&serde_json::json!({"rate_per_sec": 1, "scenario": "none"})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    eventually(
+        &format!("{stage} to start consuming"),
+        Duration::from_secs(60),
+        || async {
+            match stage_metric(admin, stage, "consumed").await {
+                0 => Err("nothing consumed".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+}

@@ -4,39 +4,12 @@
 //! on the process's buffer budget instead of buffering without bound. A
 //! test binary of its own, so no other test shares the frozen broker.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
 use weir_integration_tests::*;
 
 const MESSAGES: usize = 50_000;
 const PAUSE: Duration = Duration::from_secs(20);
-
-/// The broker's pid, as `scripts/test.sh` exports it.
-fn broker_pid() -> i32 {
-    let pid = std::env::var("WEIR_TEST_KAFKA_PID").unwrap_or_else(|_| {
-        panic!("WEIR_TEST_KAFKA_PID is not set: run the tests with scripts/test.sh")
-    });
-    pid.trim().parse().expect("WEIR_TEST_KAFKA_PID is a pid")
-}
-
-fn signal(pid: i32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} {pid}");
-}
-
-/// Resumes the broker even if the test fails while it is stopped.
-struct Resume(i32);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        signal(self.0, "CONT");
-    }
-}
 
 /// This process's peak resident set (weir runs in it), bytes.
 fn peak_rss() -> u64 {
@@ -93,22 +66,6 @@ dead_letter = "{{prefix}}.dlq"
     )
 }
 
-/// How many times each key of `records` appears on `topic`.
-fn counts_by_key(topic: &str) -> BTreeMap<Vec<u8>, usize> {
-    let mut seen = BTreeMap::new();
-    for m in read_all(topic) {
-        *seen.entry(m.key().unwrap().to_vec()).or_default() += 1;
-    }
-    seen
-}
-
-async fn stage_metric(admin: std::net::SocketAddr, stage: &str, field: &str) -> u64 {
-    let (_, status) = http(admin, "GET", "/api/v1/status", None).await;
-    status["metrics"]["stages"][stage][field]
-        .as_u64()
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_broker_loses_nothing_and_weir_stays_up() {
     init_tracing();
@@ -136,28 +93,10 @@ async fn a_paused_broker_loses_nothing_and_weir_stays_up() {
     // they work through it. The rest is sent while the broker is frozen
     // (the test's producer queues it) and after.
     produce(&input, &records[..MESSAGES / 3]).await;
-    let (code, _) = http(
-        admin,
-        "POST",
-        "/api/v1/start",
-        Some(&serde_json::json!({"rate_per_sec": 1, "scenario": "none"})),
-    )
-    .await;
-    assert_eq!(code, 200);
-    eventually(
-        "the stages to start consuming",
-        Duration::from_secs(60),
-        || async {
-            match stage_metric(admin, "amplify", "consumed").await {
-                0 => Err("nothing consumed".to_string()),
-                _ => Ok(()),
-            }
-        },
-    )
-    .await;
+    start_stages(admin, "amplify").await;
     let paused_at = Instant::now();
     signal(pid, "STOP");
-    let resume = Resume(pid);
+    let resume = ResumeBroker(pid);
     let rest = {
         let input = input.clone();
         let rest = records[MESSAGES / 3..].to_vec();

@@ -117,6 +117,12 @@ const STAGE_FIELDS: &[Field] = &[
         |s| s.rebalances,
     ),
     (
+        "consumers_replaced_total",
+        "counter",
+        "Group consumers replaced after staying out of their group for a minute (librdkafka's group state in its statistics).",
+        |s| s.consumers_replaced,
+    ),
+    (
         "transactions_total",
         "counter",
         "Exactly-once: transactions committed (outputs, dead letters, changelog and offsets together).",

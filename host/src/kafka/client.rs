@@ -282,6 +282,9 @@ impl KafkaClients {
             ("heartbeat.interval.ms", "1000"),
             ("partition.assignment.strategy", "range"),
             ("isolation.level", "read_committed"),
+            // The stage reads the group state from these reports, to
+            // replace a consumer stuck out of its group.
+            ("statistics.interval.ms", "5000"),
         ]);
         // Named so that the group's description says which process holds
         // what (the state query names the owner of a partition).

@@ -10,6 +10,7 @@ mod budget;
 pub mod changelog;
 mod dead_letter;
 mod lag;
+mod membership;
 mod rebalance;
 pub mod reload;
 pub mod replay;
@@ -184,6 +185,8 @@ pub struct StageParts {
     shared: Arc<rebalance::Shared>,
     clients: KafkaClients,
     producer_queue_kb: usize,
+    group: String,
+    consumer_options: ConsumerOptions,
 }
 
 impl StageParts {
@@ -229,14 +232,16 @@ pub fn prepare_stage(
         runtime.metrics.stage(&sc.name),
         control.clone(),
     );
+    let group = config.kafka.consumer_group(&sc.name);
+    let consumer_options = ConsumerOptions {
+        prefetch_kb,
+        commit_interval: config.kafka.commit_interval,
+        exactly_once,
+    };
     let consumer = clients.consumer(
-        &config.kafka.consumer_group(&sc.name),
+        &group,
         &sc.name,
-        &ConsumerOptions {
-            prefetch_kb,
-            commit_interval: config.kafka.commit_interval,
-            exactly_once,
-        },
+        &consumer_options,
         rebalance::Rebalancer {
             shared: shared.clone(),
         },
@@ -264,6 +269,8 @@ pub fn prepare_stage(
         shared,
         clients: clients.clone(),
         producer_queue_kb: budget_kb,
+        group,
+        consumer_options,
     })
 }
 
@@ -294,6 +301,8 @@ pub fn assemble_stage(
             swaps: swap_rx,
             control: control.clone(),
             producer_queue_kb: parts.producer_queue_kb,
+            group: parts.group,
+            consumer_options: parts.consumer_options,
         },
         generation,
     );

@@ -27,6 +27,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use super::StageControl;
 use super::ack::{Delivery, Ledger};
 use super::changelog::Changelog;
+use super::membership::Membership;
 use super::stage::StageProducer;
 use super::transaction::{self, Ended, Txn};
 use crate::metrics::StageMetrics;
@@ -89,6 +90,8 @@ pub struct Shared {
     pub control: Arc<StageControl>,
     /// How often state is flushed and offsets (or transactions) commit.
     pub commit_interval: Duration,
+    /// Whether the consumer is in its group, from its statistics.
+    pub membership: Membership,
 }
 
 impl Shared {
@@ -128,6 +131,7 @@ impl Shared {
             metrics,
             control,
             commit_interval,
+            membership: Membership::default(),
         })
     }
 
@@ -155,7 +159,11 @@ pub struct Rebalancer {
     pub shared: Arc<Shared>,
 }
 
-impl ClientContext for Rebalancer {}
+impl ClientContext for Rebalancer {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.shared.membership.observe(statistics);
+    }
+}
 
 impl ConsumerContext for Rebalancer {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

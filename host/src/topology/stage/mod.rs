@@ -28,11 +28,12 @@ use tokio_util::sync::CancellationToken;
 use super::ack::{Deliveries, Delivery, Ledger, Tag, budget_bytes};
 use super::changelog;
 use super::lag::LagSampler;
+use super::membership::STUCK_AFTER;
 use super::rebalance::{Progress, Rebalancer, Shared, apply, store_offsets};
 use super::reload::Swap;
 use super::{StageControl, StageInfo, TopologyError, dead_letter};
 use crate::config::{Limits, OnError, StageConfig};
-use crate::kafka::{KafkaClients, KafkaError, Refusal, fetch_one};
+use crate::kafka::{ConsumerOptions, KafkaClients, KafkaError, Refusal, fetch_one};
 use crate::metrics::StageMetrics;
 use crate::wasm::{
     BatchBuilder, CallError, CallErrorKind, Instance, Plugin, Runtime, StageContext,
@@ -87,6 +88,9 @@ pub struct StageIo {
     pub control: Arc<StageControl>,
     /// The producer's queue size, KiB.
     pub producer_queue_kb: usize,
+    /// The consumer's group and settings, for a replacement.
+    pub group: String,
+    pub consumer_options: ConsumerOptions,
 }
 
 /// The header naming the reload generation that produced a record.
@@ -113,6 +117,9 @@ pub struct Stage {
     replaced_producers: Vec<Instant>,
     /// The producer's queue size, KiB, for a replacement.
     producer_queue_kb: usize,
+    /// The consumer's group and settings, for a replacement.
+    group: String,
+    consumer_options: ConsumerOptions,
     consumer: Arc<StageConsumer>,
     producer: Arc<StageProducer>,
     shared: Arc<Shared>,
@@ -156,6 +163,8 @@ impl Stage {
             swaps,
             control,
             producer_queue_kb,
+            group,
+            consumer_options,
         } = io;
         let topics = ctx
             .outputs
@@ -174,6 +183,8 @@ impl Stage {
             resumed_at: Instant::now(),
             replaced_producers: Vec::new(),
             producer_queue_kb,
+            group,
+            consumer_options,
             consumer: Arc::new(consumer),
             producer,
             shared,
@@ -185,6 +196,39 @@ impl Stage {
             generation: generation.to_string(),
             control,
         }
+    }
+
+    fn lag_sampler(&self) -> LagSampler {
+        LagSampler::spawn(
+            &self.config.name,
+            self.consumer.clone(),
+            self.config.inputs.clone(),
+            self.metrics.clone(),
+        )
+    }
+
+    /// Replaces the group consumer with a new one, with new connections,
+    /// that joins the group afresh. The old one is closed first (what it
+    /// still held is revoked as in any rebalance), so the two are never in
+    /// the group together.
+    fn replace_consumer(&mut self) -> Result<(), TopologyError> {
+        let fresh = self.clients.consumer(
+            &self.group,
+            &self.config.name,
+            &self.consumer_options,
+            Rebalancer {
+                shared: self.shared.clone(),
+            },
+        )?;
+        let old = std::mem::replace(&mut self.consumer, Arc::new(fresh));
+        match Arc::try_unwrap(old) {
+            Ok(old) => drop(old),
+            // Held elsewhere still: it closes when the last holder lets go.
+            Err(_) => tracing::warn!(stage = self.config.name, "old consumer still shared"),
+        }
+        self.shared.membership.reset();
+        StageMetrics::add(&self.metrics.consumers_replaced, 1);
+        self.subscribe()
     }
 
     /// Takes the newest plugin instance a reload prepared, between batches:
@@ -263,15 +307,10 @@ impl Stage {
         stop: CancellationToken,
         pipeline: CancellationToken,
     ) -> Result<(), TopologyError> {
-        let consumer = self.consumer.clone();
+        let mut consumer = self.consumer.clone();
         let shared = self.shared.clone();
         // Stopped (dropped) when `run` returns, before the consumer is.
-        let _lag = LagSampler::spawn(
-            &self.config.name,
-            consumer.clone(),
-            self.config.inputs.clone(),
-            self.metrics.clone(),
-        );
+        let mut lag = self.lag_sampler();
         let mut deliveries = Vec::new();
         if shared.lock().txn.is_some() {
             // Fences any earlier incarnation of this stage and process, and
@@ -303,7 +342,28 @@ impl Stage {
                 if let Err(e) = self.settle(&mut deliveries, &pipeline, false) {
                     break Err(e);
                 }
+                // Statistics wait in the queue meanwhile; what they said
+                // before the pause is stale.
+                shared.membership.reset();
                 std::thread::sleep(IDLE_POLL);
+                continue;
+            }
+            // Only while polling: statistics arrive with the polls.
+            if let Some((gone, state)) = shared.membership.out_for(STUCK_AFTER) {
+                tracing::warn!(
+                    stage = self.config.name,
+                    out_for_s = gone.as_secs(),
+                    state,
+                    "consumer out of its group for too long; replacing it"
+                );
+                drop(lag);
+                drop(consumer);
+                let replaced = self.replace_consumer();
+                consumer = self.consumer.clone();
+                lag = self.lag_sampler();
+                if let Err(e) = replaced {
+                    break Err(e);
+                }
                 continue;
             }
             let batch = self.next_batch(&consumer);
