@@ -1,4 +1,4 @@
-"""B4: seed 000's analytics consumer, the way the seed ran it.
+"""B4: the F1 Kafka demo's analytics consumer, the way the demo ran it.
 
 A confluent-kafka consumer polls one message at a time, parses it with
 json.loads, adds the degradation score and fault flags, and produces the

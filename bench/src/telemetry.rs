@@ -1,4 +1,4 @@
-//! Raw F1 telemetry as the scenario generator produces it (seed 000): the
+//! Raw F1 telemetry as the scenario generator produces it: the
 //! input of every rung.
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,4 +1,4 @@
-//! Seed 000's F1 telemetry, generated deterministically, and its rules
+//! The F1 Kafka demo's telemetry, generated deterministically, and its rules
 //! restated independently of the plugins so tests can check them.
 
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ impl Rng {
     }
 }
 
-/// `n` telemetry messages over the ranges, cars in turn, each car's
+/// `n` telemetry messages over the ranges of `docs/schemas.md`, cars in turn, each car's
 /// `seq` counting up. Returned as a JSON parser reads them back from their
 /// text, since serde_json's float parsing does not round-trip every f64.
 pub fn telemetry(n: usize, run_id: &str) -> Vec<Value> {
@@ -63,7 +63,7 @@ pub fn id(t: &Value) -> (String, u64) {
     )
 }
 
-/// The degradation score and fault flags the formula gives.
+/// The degradation score and fault flags the formula of `docs/schemas.md` gives.
 pub fn expected_score(t: &Value) -> (f64, Vec<&'static str>) {
     let temps = [
         "tire_temp_fl",

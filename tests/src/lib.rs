@@ -349,7 +349,8 @@ pub async fn settled(group: &str, topics: &[&str], timeout: Duration) {
 /// shared broker: plugins from the fixtures `weir-test-programs` built, the
 /// admin API on a free port, the F1 topics under `{namespace}-f1` (through
 /// `KAFKA_TOPIC_PREFIX`, as an operator would) and the other scenarios'
-/// topics, whose names are the seeds' own, renamed under `namespace`.
+/// topics, which have plain names (`orders`, `raw_telemetry`, ...), renamed
+/// under `namespace`.
 pub fn repo_pipeline(namespace: &str, group: &str) -> PipelineConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut text = std::fs::read_to_string(root.join("pipeline.toml")).unwrap();

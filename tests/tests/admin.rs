@@ -1,4 +1,4 @@
-//! The admin API end to end against the real broker (issue 8): run control
+//! The admin API end to end against the real broker: run control
 //! with the F1 generator, the duplicate fault absorbed by dedup, stop twice,
 //! an orders load test read back through the state query, and the
 //! slow-consumer fault showing up as lag.
@@ -100,7 +100,8 @@ async fn run_control_generators_faults_and_state() {
     assert_eq!(code, 422);
     assert_eq!(body["fields"][0]["field"], "rate_per_sec", "{body}");
 
-    // f1: 200 messages at 1,000/s, with seed 000's placeholders ignored;
+    // f1: 200 messages at 1,000/s, with Swagger's placeholders (as the F1
+    // Kafka demo's clients sent them) ignored;
     // all 200 produced and analysed.
     let (code, _) = http(
         admin,

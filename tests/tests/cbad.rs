@@ -1,5 +1,5 @@
 //! The DriftLock scenario of the repo's pipeline.toml against the real
-//! broker (issue 5 (c)): a stable log stream gives no CBAD anomaly, and the
+//! broker: a stable log stream gives no CBAD anomaly, and the
 //! same kind of stream whose event template changes after event 2,000 gives
 //! an anomaly whose window starts within 100 events of the change.
 

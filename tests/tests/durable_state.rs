@@ -124,8 +124,9 @@ fn order_id(i: usize) -> String {
     format!("order-{i:04}")
 }
 
-/// An `OrderPlaced` for one burrito, keyed by its order id, as seed 002's
-/// producer sends it; the same `i` gives the same record (a re-send).
+/// An `OrderPlaced` for one burrito, keyed by its order id, as the campus
+/// food-ordering service's producer sends it; the same `i` gives the same
+/// record (a re-send).
 fn order(i: usize) -> (String, Vec<u8>) {
     let id = order_id(i);
     let value = json!({

@@ -1,8 +1,8 @@
-//! The fleet scenario of the repo's pipeline.toml against the real broker
-//! (issue 5 (a) and (b)): a generated replay with hard braking at known
-//! frames gives exactly those anomalies, with their severities, also when
-//! sent twice; an alert goes OPEN -> ACKNOWLEDGED -> RESOLVED through
-//! operator actions, and invalid actions land in the dead-letter topic.
+//! The fleet scenario of the repo's pipeline.toml against the real broker:
+//! a generated replay with hard braking at known frames gives exactly those
+//! anomalies, with their severities, also when sent twice; an alert goes
+//! OPEN -> ACKNOWLEDGED -> RESOLVED through operator actions, and invalid
+//! actions land in the dead-letter topic.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -172,9 +172,10 @@ async fn braking_anomalies_and_the_alert_lifecycle() {
             .into_bytes(),
         )
     };
-    // Actions are keyed by action_id (the seed's keying), so two actions on
-    // one alert sent together may reach it in either order; an operator
-    // sends the next after seeing the last transition, and so does the test.
+    // Actions are keyed by action_id (as the fleet-operations design keys
+    // them), so two actions on one alert sent together may reach it in
+    // either order; an operator sends the next after seeing the last
+    // transition, and so does the test.
     let mut statuses = vec!["OPEN".to_string()];
     for (id, kind, expect) in [
         ("act-1", "ACKNOWLEDGE", "ACKNOWLEDGED"),

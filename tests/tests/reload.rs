@@ -1,4 +1,4 @@
-//! Hot reload against the real broker (issue 7): a steady stream of 50,000
+//! Hot reload against the real broker: a steady stream of 50,000
 //! messages while the plugin file is replaced v1 -> v2 -> a broken v3 ->
 //! v4, and pipeline.toml is broken and fixed. Every input gets its output
 //! exactly once, keyed state carries across versions, the producing version

@@ -1,4 +1,4 @@
-//! Fault isolation against the real broker (issue 6), with the hostile test
+//! Fault isolation against the real broker, with the hostile test
 //! plugin: whatever one message makes the plugin do, only that message
 //! fails, with its kind in the dead-letter headers, and everything else
 //! flows; `on_error` decides what a failure does.

@@ -1,5 +1,5 @@
-//! The repo's pipeline.toml, both scenarios at once, against the real broker
-//! (issue 4's acceptance):
+//! The repo's pipeline.toml, both scenarios at once, against the real broker,
+//! end to end:
 //! - F1: 2,000 telemetry messages, sent twice, give 2,000 analytics records
 //!   scored by the formula and alerts exactly where the rule says;
 //! - campus food: 10,000 single-item orders against 9,000 in stock give

@@ -211,7 +211,7 @@ fn car(c: usize) -> String {
 }
 
 /// Telemetry of car `c` with sequence number `seq`, keyed by car id, as
-/// seed 000 sends it; the same `(c, seq)` is the same message (a re-send).
+/// the F1 Kafka demo sends it; the same `(c, seq)` is the same message (a re-send).
 fn telemetry(c: usize, seq: u64) -> (String, Vec<u8>) {
     let t = 80.0 + (seq % 30) as f64;
     let value = json!({

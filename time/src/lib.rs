@@ -7,7 +7,7 @@
 /// The UTC minute of an ISO 8601 date-time, as `YYYY-MM-DDTHH:MM`: the
 /// bucket of `orders_per_minute`. Accepts `T` or a space between date and
 /// time, optional seconds and fraction, and `Z`, `±HH:MM`, `±HHMM` or no
-/// offset (read as UTC, as seed 002's producer wrote them). `None` when the
+/// offset (read as UTC, as the campus food-ordering service's producer wrote them). `None` when the
 /// text is not such a date-time.
 pub fn minute_bucket(text: &str) -> Option<String> {
     let minutes = parse_rfc3339_ms(text)?.div_euclid(60_000);

@@ -143,8 +143,8 @@ impl AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    // Everything that changes state sits behind the token check. Seed
-    // 000's `kafka-demo` paths answer too, so its clients keep working.
+    // Everything that changes state sits behind the token check. The F1
+    // Kafka demo's `kafka-demo` paths answer too, so its clients keep working.
     // Every route is in `openapi.json`; `docs::tests` checks both ways.
     let changes = Router::new()
         .route("/api/v1/start", post(run::start))

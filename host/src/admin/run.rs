@@ -182,7 +182,8 @@ pub async fn produce(
     State(state): State<AdminState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, AppError> {
-    // The body is optional: seed 002's `/produce` took an empty one.
+    // The body is optional: the campus food-ordering service's `/produce`
+    // took an empty one.
     let req: ProduceRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ProduceRequest::default()
     } else {

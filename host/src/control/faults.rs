@@ -1,4 +1,4 @@
-//! Seed 000's fault profile, applied live.
+//! The F1 Kafka demo's fault profile, applied live.
 
 use std::fmt;
 
@@ -21,8 +21,8 @@ pub struct FaultProfile {
     /// Share of generated events published twice (the copy marked
     /// `duplicate: true` where the scenario has the field).
     pub duplicate_ratio: f64,
-    /// Sleep per consumed message in every stage (seed 002's
-    /// `CONSUMER_THROTTLE_MS`).
+    /// Sleep per consumed message in every stage (the campus food-ordering
+    /// service's `CONSUMER_THROTTLE_MS`).
     #[serde(deserialize_with = "de::whole")]
     pub slow_consumer_ms: u64,
 }

@@ -1,6 +1,6 @@
 //! Run control for the admin API: pausing and resuming the stages, the
-//! scenario generators, and live fault injection (seed 000's contract,
-//! generalised).
+//! scenario generators, and live fault injection (the F1 Kafka demo's
+//! contract, generalised).
 
 pub mod de;
 mod faults;
@@ -21,7 +21,7 @@ use crate::generate::{self, Destination, Event, Generator, Scenario, Settings};
 use crate::kafka::KafkaClients;
 use crate::topology::StageControl;
 
-/// The highest `rate_per_sec` a generator accepts (seed 000 capped it at 50).
+/// The highest `rate_per_sec` a generator accepts (the F1 Kafka demo capped it at 50).
 pub const MAX_RATE: f64 = 200_000.0;
 
 /// The highest `max_messages`: 2^53 - 1, the largest integer a JSON number
@@ -52,7 +52,7 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// Seed 000's clients sent Swagger's placeholders; they mean "default".
+/// The F1 Kafka demo's clients sent Swagger's placeholders; they mean "default".
 fn meaningful(value: &Option<String>) -> Option<&str> {
     value
         .as_deref()
@@ -216,8 +216,8 @@ impl RunControl {
     }
 
     /// The topic each generator writes to: the scenario's topic as the
-    /// pipeline declares it (the seed's name, or a declared topic ending in
-    /// `.{name}` when the pipeline namespaces it).
+    /// pipeline declares it (its plain name, such as `orders`, or a declared
+    /// topic ending in `.{name}` when the pipeline namespaces it).
     pub fn topic(&self, destination: Destination) -> String {
         let default = match destination {
             Destination::F1Raw => return format!("{}.telemetry.raw", self.inner.topic_prefix),
@@ -459,8 +459,8 @@ impl RunControl {
     }
 
     /// Publishes `count` events of `scenario` as fast as the producer takes
-    /// them and waits until the broker acknowledged all; seed 002's
-    /// `/load-test`.
+    /// them and waits until the broker acknowledged all; the campus
+    /// food-ordering service's `/load-test`.
     pub async fn load_test(&self, scenario: Scenario, count: u64) -> Result<(u64, u64), String> {
         let publisher = self.publisher(None)?;
         let run_id = self.new_run_id();
@@ -483,8 +483,9 @@ impl RunControl {
         Ok((produced, started.elapsed().as_millis() as u64))
     }
 
-    /// Publishes one event: for `orders`, built from seed 002's `/produce`
-    /// body; otherwise the scenario's next generated event.
+    /// Publishes one event: for `orders`, built from a `/produce` body as the
+    /// campus food-ordering service took it; otherwise the scenario's next
+    /// generated event.
     pub async fn produce_one(
         &self,
         scenario: Scenario,

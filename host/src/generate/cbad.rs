@@ -1,5 +1,5 @@
-//! JSON log lines for DriftLock (seed 004), on `driftlock-events`, for the
-//! streams [`STREAMS`] (`checkout`, `search`, `payments`) in turn.
+//! JSON log lines for DriftLock's anomaly detection, on `driftlock-events`,
+//! for the streams [`STREAMS`] (`checkout`, `search`, `payments`) in turn.
 //!
 //! Event `i` is event `j = i / 3` of stream `STREAMS[i % 3]`. Each line
 //! comes from a handful of templates per stream, with the ids, latencies,

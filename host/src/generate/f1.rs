@@ -1,4 +1,4 @@
-//! Seed 000's raw F1 telemetry, keyed by `car_id`, in the fields and ranges
+//! The F1 Kafka demo's raw telemetry, keyed by `car_id`, in the fields and ranges
 //! of `docs/schemas.md`:
 //!
 //! - cars `CAR-1` .. `CAR-4` in turn; each car's `seq` counts from 0;

@@ -1,4 +1,4 @@
-//! Seed 001's `raw_telemetry` frames (fleet operations), keyed by
+//! The fleet-operations `raw_telemetry` frames, keyed by
 //! `vehicle_id`: one scene of [`VEHICLES`] vehicles (five tracks and the
 //! ego vehicle) recorded at 10 Hz and replayed.
 //!

@@ -3,12 +3,12 @@
 //! A [`Generator`] turns a seed and a wall clock into the events of one of
 //! the repo's scenarios, in the schemas of `docs/schemas.md`:
 //!
-//! - [`Scenario::F1`]: seed 000's raw telemetry ([`f1`]);
-//! - [`Scenario::Orders`]: seed 002's `OrderPlaced` ([`orders`]);
-//! - [`Scenario::Fleet`]: seed 001's `raw_telemetry` frames, with hard
+//! - [`Scenario::F1`]: the F1 Kafka demo's raw telemetry ([`f1`]);
+//! - [`Scenario::Orders`]: campus food ordering's `OrderPlaced` ([`orders`]);
+//! - [`Scenario::Fleet`]: fleet operations' `raw_telemetry` frames, with hard
 //!   braking at known frames ([`fleet`]);
-//! - [`Scenario::Cbad`]: JSON log lines for DriftLock (seed 004), with bursts
-//!   of a changed template at known points ([`cbad`]).
+//! - [`Scenario::Cbad`]: JSON log lines for DriftLock's anomaly detection,
+//!   with bursts of a changed template at known points ([`cbad`]).
 //!
 //! Nothing here does I/O or reads a clock: the caller passes `now_ms`, maps
 //! each [`Destination`] to a topic and produces the event. The same
@@ -91,7 +91,7 @@ pub struct Event {
 pub struct Settings {
     pub seed: u64,
     /// A label unique to this run, used in ids (orderId, run_id, event ids) so
-    /// that two runs never collide (seed 002's load test reused ids and a second run was silently deduplicated).
+    /// that two runs never collide (the campus food-ordering service's load test reused ids and a second run was silently deduplicated).
     pub run_id: String,
     /// SKUs orders draw from (e.g. the inventory stage's stock keys); default ["burrito","bowl","salad"].
     pub skus: Vec<String>,
@@ -128,7 +128,7 @@ impl Default for Settings {
 pub trait Generator: Send + Sync {
     /// The next event; `now_ms` is the wall clock (ms since the Unix epoch) used for event times.
     fn next(&mut self, now_ms: i64) -> Event;
-    /// A copy of `event` marked as a duplicate, as seed 000's duplicate fault re-sends it
+    /// A copy of `event` marked as a duplicate, as the F1 Kafka demo's duplicate fault re-sends it
     /// (for F1: the same JSON with `"duplicate": true`; for other scenarios the same bytes).
     fn duplicate(&self, event: &Event) -> Event;
 }
@@ -143,7 +143,7 @@ pub fn generator(scenario: Scenario, settings: &Settings) -> Box<dyn Generator> 
     }
 }
 
-/// Builds one `OrderPlaced` from seed 002's `/produce` body `{orderId?, items?}`: missing orderId gets a
+/// Builds one `OrderPlaced` from a `/produce` body `{orderId?, items?}`, as the campus food-ordering service took it: missing orderId gets a
 /// fresh unique id (`{run_id}-manual-{n}`), missing items one random line.
 ///
 /// `items`, when given, is passed through as it is (the inventory stage

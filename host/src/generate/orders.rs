@@ -1,4 +1,4 @@
-//! Seed 002's `OrderPlaced` events (campus food ordering), keyed by
+//! The `OrderPlaced` events of campus food ordering, keyed by
 //! `orderId`:
 //!
 //! ```json

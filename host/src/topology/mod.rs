@@ -68,8 +68,9 @@ pub struct Topology {
 pub struct StageControl {
     /// Stop consuming (offsets stay committed; acks keep flowing).
     pub paused: AtomicBool,
-    /// Sleep this long per consumed message (seed 000's `slow_consumer_ms`,
-    /// seed 002's `CONSUMER_THROTTLE_MS`).
+    /// Sleep this long per consumed message (the F1 Kafka demo's
+    /// `slow_consumer_ms`, the campus food-ordering service's
+    /// `CONSUMER_THROTTLE_MS`).
     pub slow_consumer_ms: AtomicU64,
     /// When the process stops, how long a stage waits for the broker to
     /// acknowledge what is in flight, milliseconds; 0 means the default.

@@ -1,4 +1,4 @@
-//! Operator alert lifecycle for fleet operations (seed 001). Each anomaly
+//! Operator alert lifecycle for fleet operations. Each anomaly
 //! opens one alert; operator actions move it through
 //! OPEN -> ACKNOWLEDGED -> RESOLVED or DISMISSED; every transition is
 //! published to `operator_alerts`, keyed by `alert_id`.

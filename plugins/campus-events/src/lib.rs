@@ -1,6 +1,6 @@
-//! The events of the campus food-ordering scenario (seed 002), as they
+//! The events of the campus food-ordering scenario, as they
 //! travel on the `orders` and `inventory-events` topics, keyed by `orderId`.
-//! Field names are the seed's (camelCase), so its producers and consumers
+//! Field names are the ordering service's (camelCase), so its producers and consumers
 //! keep working. `docs/schemas.md` has the same in tables.
 
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,7 @@ pub enum FailureReason {
     OutOfStock,
     /// No items, a quantity ≤ 0, or a SKU the stock does not know.
     InvalidOrder,
-    /// Failed on purpose by the stage's `fail_rate` (seed 002's
+    /// Failed on purpose by the stage's `fail_rate` (the ordering service's
     /// `INVENTORY_FAIL_RATE`).
     SimulatedFailure,
 }

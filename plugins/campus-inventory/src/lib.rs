@@ -1,4 +1,4 @@
-//! Inventory reservation for campus food orders (seed 002). Reads
+//! Inventory reservation for campus food orders. Reads
 //! `OrderPlaced` events, reserves every line of an order from a stock model
 //! held in keyed state, or none, and answers each order once with an
 //! `InventoryReserved` or `InventoryFailed` event keyed by `orderId`.
@@ -28,8 +28,8 @@ pub use reserve::{
 pub struct Config {
     /// Initial stock per SKU; the SKUs listed are the ones sold.
     pub stock: BTreeMap<String, i64>,
-    /// The share of valid orders failed on purpose (seed 002's
-    /// `INVENTORY_FAIL_RATE`), chosen by a hash of `orderId`.
+    /// The share of valid orders failed on purpose (the campus food-ordering
+    /// service's `INVENTORY_FAIL_RATE`), chosen by a hash of `orderId`.
     #[serde(default)]
     pub fail_rate: f64,
     /// How long an order id is remembered to answer a re-sent order once

@@ -4,7 +4,7 @@
 //! 1. One analysis of a stable window (the permutation test is skipped) and
 //!    one of a changed window (a full 200-shuffle test), per compressor, at
 //!    the spec's sizes (B = 400, W = 50).
-//! 2. Done-when (c) end to end through the plugin: 4,000 events of a stable
+//! 2. Change detection end to end through the plugin: 4,000 events of a stable
 //!    log stream, then the same stream with its template changed after
 //!    event 2,000, in events per second.
 

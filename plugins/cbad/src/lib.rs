@@ -1,4 +1,4 @@
-//! DriftLock CBAD (seed 004): compression-based anomaly detection over event
+//! DriftLock CBAD: compression-based anomaly detection over event
 //! streams. Each message is one event of a stream (named by a header, a JSON
 //! field or `default`); the stage keeps each stream's recent events in keyed
 //! state and, every `hop` events once it holds `baseline + window` of them,

@@ -302,7 +302,8 @@ fn anomaly_events_carry_every_metric() {
     );
 }
 
-/// Done-when (c) at the logic level, with the spec's defaults: B = 400,
+/// A stable stream gives no anomaly and a template change is found where it
+/// happens, at the logic level, with the spec's defaults: B = 400,
 /// W = 50, H = 10, N = 200, zstd.
 #[test]
 fn a_stable_stream_is_quiet_and_a_template_change_is_found_where_it_happens() {

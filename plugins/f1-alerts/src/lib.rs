@@ -1,6 +1,6 @@
-//! F1 alerts (seed 000): raises an alert for scored telemetry whose
+//! F1 alerts: raises an alert for scored telemetry whose
 //! `degradation_score` is above the threshold or that carries any fault flag.
-//! Unlike the seed, which reported a single `degradation_high`, an alert's
+//! Unlike the F1 Kafka demo, which reported a single `degradation_high`, an alert's
 //! `reasons` names every trigger that fired.
 
 use serde::{Deserialize, Serialize};

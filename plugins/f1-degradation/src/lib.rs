@@ -1,4 +1,4 @@
-//! F1 tyre-degradation scoring (seed 000): enriches raw car telemetry with a
+//! F1 tyre-degradation scoring: enriches raw car telemetry with a
 //! `degradation_score` and `fault_flags`, and sends it to the `default`
 //! output (the analytics topic). Messages that are not JSON objects, or that
 //! lack `car_id` or a tyre temperature, are rejected to the dead-letter topic.

@@ -101,7 +101,7 @@ pub fn enrich(input: &[u8], config: &Config) -> Result<Enriched, String> {
         temp(t.tire_temp_rl, "tire_temp_rl")?,
         temp(t.tire_temp_rr, "tire_temp_rr")?,
     ];
-    // The seed treats missing battery and ERS readings as neutral.
+    // The F1 Kafka demo treats missing battery and ERS readings as neutral.
     let soc = t.battery_soc.unwrap_or(0.5);
     let ers = t.ers_mode.as_deref().unwrap_or("balanced");
     let score = degradation_score(temps, config);

@@ -1,5 +1,5 @@
-//! A vehicle's recent frames in event-time order, with the seed's tolerance
-//! for frames that arrive late.
+//! A vehicle's recent frames in event-time order, with the fleet-operations
+//! design's tolerance for frames that arrive late.
 
 use serde::{Deserialize, Serialize};
 

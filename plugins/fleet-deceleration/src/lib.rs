@@ -1,4 +1,4 @@
-//! Sudden-deceleration detection for fleet telemetry (seed 001). Reads frames
+//! Sudden-deceleration detection for fleet telemetry. Reads frames
 //! from `raw_telemetry` (keyed by `vehicle_id`), keeps each vehicle's last
 //! frames in keyed state, and emits an anomaly to `anomalies` when the speed
 //! between the last two frames drops at 3 m/s² or more (WARNING) or 5 m/s²

@@ -1,5 +1,5 @@
-//! The events of the fleet-operations scenario (seed 001), with the seed's
-//! topic keys and field names. `docs/schemas.md` has the same in tables.
+//! The events of the fleet-operations scenario, with the topic keys and
+//! field names of its Kafka design. `docs/schemas.md` has the same in tables.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

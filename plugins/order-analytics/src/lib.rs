@@ -1,4 +1,4 @@
-//! Order analytics for campus food ordering (seed 002). Counts `OrderPlaced`,
+//! Order analytics for campus food ordering. Counts `OrderPlaced`,
 //! `InventoryReserved` and `InventoryFailed` events once each (by `eventId`)
 //! in keyed state, and publishes the running numbers as a table: after each
 //! counted event, the record keyed `totals` and, for an order, the record
