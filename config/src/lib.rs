@@ -97,6 +97,7 @@
 
 mod cycle;
 mod diagnostic;
+mod diff;
 mod env;
 mod keypath;
 mod model;
@@ -110,6 +111,7 @@ use std::path::Path;
 use toml::de::DeTable;
 
 pub use diagnostic::{ConfigError, Diagnostic};
+pub use diff::{ConfigDiff, restart_needed};
 pub use env::{Env, ProcessEnv};
 pub use model::{
     AdminConfig, BatchConfig, Brokers, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, Grants,

@@ -2,11 +2,11 @@
 //! shutdown token fires.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
@@ -18,8 +18,8 @@ use crate::metrics::Registry;
 use crate::state::MemoryState;
 use crate::topology::StageControl;
 use crate::topology::Topology;
-use crate::topology::reload::{Controller, ReloadOutcome, ReloadStatus, SharedStatus};
-use crate::topology::replay::{ReplayError, ReplayOutcome};
+use crate::topology::handle::{Command, ReloadHandle};
+use crate::topology::reload::{Controller, ReloadOutcome};
 use crate::wasm::{Runtime, RuntimeOptions, StageContext, WasmError};
 
 /// What `weir validate` learned about one stage's plugin.
@@ -113,62 +113,6 @@ impl Default for RunOptions {
     }
 }
 
-/// Changes the running topology from outside the pipeline (the admin API,
-/// SIGHUP, tests): reloads and replays, one at a time. Usable once `run`
-/// has started.
-#[derive(Clone, Default)]
-pub struct ReloadHandle {
-    inner: Arc<ReloadInner>,
-}
-
-#[derive(Default)]
-struct ReloadInner {
-    requests: OnceLock<mpsc::UnboundedSender<Command>>,
-    status: OnceLock<SharedStatus>,
-}
-
-enum Command {
-    Reload {
-        trigger: &'static str,
-        reply: oneshot::Sender<ReloadOutcome>,
-    },
-    Replay {
-        stage: String,
-        reply: oneshot::Sender<Result<ReplayOutcome, ReplayError>>,
-    },
-}
-
-impl ReloadHandle {
-    /// Reloads now; `None` when no pipeline is running.
-    pub async fn reload(&self, trigger: &'static str) -> Option<ReloadOutcome> {
-        let (reply, outcome) = oneshot::channel();
-        self.inner
-            .requests
-            .get()?
-            .send(Command::Reload { trigger, reply })
-            .ok()?;
-        outcome.await.ok()
-    }
-
-    /// Replays a stage from the beginning of its inputs; `None` when no
-    /// pipeline is running.
-    pub async fn replay(&self, stage: String) -> Option<Result<ReplayOutcome, ReplayError>> {
-        let (reply, outcome) = oneshot::channel();
-        self.inner
-            .requests
-            .get()?
-            .send(Command::Replay { stage, reply })
-            .ok()?;
-        outcome.await.ok()
-    }
-
-    /// The running generation and the last reload; `None` before `run`.
-    pub fn status(&self) -> Option<ReloadStatus> {
-        let status = self.inner.status.get()?;
-        Some(status.read().unwrap_or_else(|e| e.into_inner()).clone())
-    }
-}
-
 async fn reload_blocking(
     controller: &Arc<Mutex<Controller>>,
     trigger: &'static str,
@@ -201,9 +145,7 @@ fn spawn_reloader(
     handle: &ReloadHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (req_tx, mut requests) = mpsc::unbounded_channel::<Command>();
-    let _ = handle.inner.requests.set(req_tx);
-    let _ = handle.inner.status.set(controller.status());
+    let mut requests = handle.attach(controller.status());
     let (fs_tx, mut changes) = mpsc::unbounded_channel::<()>();
     let mut watched = controller.watched_files();
     let mut watcher = if watch {

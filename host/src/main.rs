@@ -238,7 +238,7 @@ fn run(
         admin_token: std::env::var("WEIR_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
-        reload: weir::app::ReloadHandle::default(),
+        reload: weir::topology::handle::ReloadHandle::default(),
         drain_timeout: flags.drain_timeout,
         instance_id: flags.instance_id,
     };
@@ -271,7 +271,7 @@ fn check_admin_exposure(config: &config::PipelineConfig) -> anyhow::Result<()> {
 
 /// SIGHUP reloads, as it does for most daemons.
 #[cfg(unix)]
-async fn reload_on_sighup(handle: weir::app::ReloadHandle) {
+async fn reload_on_sighup(handle: weir::topology::handle::ReloadHandle) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,

@@ -79,7 +79,7 @@ fn parse_pipeline(toml: &str, env: &HashMap<String, String>) -> PipelineConfig {
 /// A pipeline running in this process against the test broker.
 pub struct Weir {
     pub shutdown: CancellationToken,
-    pub reload: weir::app::ReloadHandle,
+    pub reload: weir::topology::handle::ReloadHandle,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 

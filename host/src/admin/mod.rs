@@ -21,10 +21,10 @@ use serde::Serialize;
 
 pub use error::AppError;
 
-use crate::app::ReloadHandle;
 use crate::control::RunControl;
 use crate::metrics::{Registry, StageSnapshot};
 use crate::state::StateStore;
+use crate::topology::handle::ReloadHandle;
 use crate::topology::reload::ReloadOutcome;
 use crate::topology::{Running, StageInfo};
 

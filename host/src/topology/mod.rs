@@ -9,6 +9,7 @@ mod ack;
 mod budget;
 pub mod changelog;
 mod dead_letter;
+pub mod handle;
 mod lag;
 mod membership;
 mod rebalance;

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{Running, StageControl, build_stage, stage_context, start_stage};
-use crate::config::{self, Env, PipelineConfig, StageConfig};
+use crate::config::{self, ConfigDiff, Env, PipelineConfig, StageConfig};
 use crate::kafka::{KafkaClients, ensure_topics};
 use crate::wasm::{Instance, Plugin, Runtime, StageContext};
 
@@ -58,6 +58,17 @@ pub struct ReloadStatus {
 
 pub type SharedStatus = Arc<RwLock<ReloadStatus>>;
 
+/// Why a reload did not apply in full.
+enum ReloadError {
+    /// Refused before anything running was touched: nothing changed.
+    Refused(String),
+    /// Applied, except for stages that could not start.
+    Partial {
+        changed: Vec<String>,
+        failed: String,
+    },
+}
+
 /// Owns changes to the running topology: reloads, and replays
 /// (`super::replay`). One change at a time.
 pub struct Controller {
@@ -88,45 +99,6 @@ fn file_digest(path: &std::path::Path) -> Result<String, String> {
     let bytes =
         std::fs::read(path).map_err(|e| format!("cannot read plugin {}: {e}", path.display()))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
-/// Why `new` cannot be reached from `old` while running, if it cannot:
-/// the cluster itself (weir resolved it, embedded or not, at start), or the
-/// consumer groups. A new group has no committed offsets, so its stages
-/// would start from the beginning of every input with the state of the old
-/// group's progress: everything retained would be processed again.
-fn restart_needed(old: &PipelineConfig, new: &PipelineConfig) -> Option<String> {
-    if old.kafka.brokers != new.kafka.brokers {
-        return Some("[kafka].brokers changed".to_string());
-    }
-    (old.kafka.group_id != new.kafka.group_id).then(|| {
-        format!(
-            "[kafka].group_id changed from {:?} to {:?} (a new group would reprocess every \
-             input from the beginning)",
-            old.kafka.group_id, new.kafka.group_id
-        )
-    })
-}
-
-/// Whether a stage must be rebuilt (new consumer or producer) rather than
-/// get a new plugin instance.
-fn io_changed(o: &StageConfig, n: &StageConfig) -> bool {
-    o.inputs != n.inputs
-        || o.outputs != n.outputs
-        || o.dead_letter != n.dead_letter
-        || o.batch != n.batch
-        || o.state != n.state
-}
-
-/// What a reload does to each stage.
-#[derive(Debug, Default, PartialEq)]
-struct Plan {
-    added: Vec<String>,
-    removed: Vec<String>,
-    /// Rebuilt: new consumer and producer as well as plugin.
-    restarted: Vec<String>,
-    /// A new plugin instance in the running stage.
-    swapped: Vec<String>,
 }
 
 impl Controller {
@@ -181,16 +153,21 @@ impl Controller {
     pub fn reload(&mut self, trigger: &str, requested_at: Instant) -> ReloadOutcome {
         let result = self.try_reload(requested_at);
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
+        let (error, changed) = match result {
+            Ok(changed) => (None, changed),
+            Err(ReloadError::Refused(e)) => (Some(e), Vec::new()),
+            Err(ReloadError::Partial { changed, failed }) => (Some(failed), changed),
+        };
         let outcome = ReloadOutcome {
-            ok: result.is_ok(),
+            ok: error.is_none(),
             trigger: trigger.to_string(),
-            error: result.as_ref().err().cloned(),
+            error,
             generation: status.generation,
             at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             duration_ms: requested_at.elapsed().as_millis() as u64,
-            swapped: result.unwrap_or_default(),
+            swapped: changed,
         };
         match &outcome.error {
             None => tracing::info!(
@@ -200,62 +177,54 @@ impl Controller {
                 change_to_ready_ms = outcome.duration_ms,
                 "reload done"
             ),
-            Some(error) => tracing::error!(
+            Some(error) if outcome.swapped.is_empty() => tracing::error!(
                 trigger,
                 generation = outcome.generation,
                 error,
                 "reload failed; the running pipeline is unchanged"
+            ),
+            Some(error) => tracing::error!(
+                trigger,
+                generation = outcome.generation,
+                changed = ?outcome.swapped,
+                error,
+                "reload applied in part: the stages named in the error are not running; \
+                 the next reload starts them"
             ),
         }
         status.last = Some(outcome.clone());
         outcome
     }
 
-    fn plan(&self, new: &PipelineConfig) -> Result<Plan, String> {
-        let digests = self
-            .status
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .digests
-            .clone();
-        let mut plan = Plan::default();
-        for old in &self.config.stages {
-            if new.stage(&old.name).is_none() {
-                plan.removed.push(old.name.clone());
-            }
-        }
+    /// What reloading to `new` changes. Reads the plugin files' digests;
+    /// the comparison itself is [`ConfigDiff`]'s.
+    fn diff(&self, new: &PipelineConfig) -> Result<ConfigDiff, String> {
+        let running: BTreeMap<String, String> = {
+            let status = self.status.read().unwrap_or_else(|e| e.into_inner());
+            status
+                .digests
+                .iter()
+                .filter(|(name, _)| self.running.contains(name))
+                .map(|(name, digest)| (name.clone(), digest.clone()))
+                .collect()
+        };
+        let mut on_disk = BTreeMap::new();
         for sc in &new.stages {
-            // A stage that is declared but not running (a replay that
-            // could not restart it) is started afresh.
-            let old = self
-                .config
-                .stage(&sc.name)
-                .filter(|_| self.running.contains(&sc.name));
-            let Some(old) = old else {
-                plan.added.push(sc.name.clone());
-                continue;
-            };
-            // Client settings are shared by every stage's consumer and
-            // producer: a change rebuilds them all.
-            if io_changed(old, sc) || self.config.kafka != new.kafka {
-                plan.restarted.push(sc.name.clone());
-                continue;
-            }
             let digest = file_digest(&sc.plugin).map_err(|e| format!("stage {}: {e}", sc.name))?;
-            if old != sc || digests.get(&sc.name) != Some(&digest) {
-                plan.swapped.push(sc.name.clone());
-            }
+            on_disk.insert(sc.name.clone(), digest);
         }
-        Ok(plan)
+        Ok(ConfigDiff::new(&self.config, new, &running, &on_disk))
     }
 
-    fn try_reload(&mut self, requested_at: Instant) -> Result<Vec<String>, String> {
-        let new = config::load(&self.config.source, &*self.env).map_err(|e| format!("{e:#}"))?;
-        if let Some(why) = restart_needed(&self.config, &new) {
-            return Err(format!("{why}: that takes a restart of weir"));
+    fn try_reload(&mut self, requested_at: Instant) -> Result<Vec<String>, ReloadError> {
+        let refused = ReloadError::Refused;
+        let new =
+            config::load(&self.config.source, &*self.env).map_err(|e| refused(format!("{e:#}")))?;
+        if let Some(why) = config::restart_needed(&self.config, &new) {
+            return Err(refused(format!("{why}: that takes a restart of weir")));
         }
-        let plan = self.plan(&new)?;
-        if plan == Plan::default() {
+        let plan = self.diff(&new).map_err(refused)?;
+        if plan.is_empty() {
             return Ok(Vec::new());
         }
         let clients = if new.kafka == self.config.kafka {
@@ -278,18 +247,18 @@ impl Controller {
         if new.topics != self.config.topics {
             tokio::runtime::Handle::current()
                 .block_on(ensure_topics(&clients, &new.topics))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| refused(e.to_string()))?;
         }
         if !plan.added.is_empty() || !plan.restarted.is_empty() {
             tokio::runtime::Handle::current()
                 .block_on(super::changelog::ensure(&clients, &new, false))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| refused(e.to_string()))?;
         }
         let mut built = Vec::new();
         for name in plan.added.iter().chain(&plan.restarted) {
             let sc = new.stage(name).expect("planned from the new config");
             let stage = build_stage(sc, &new, &self.runtime, &clients, &self.control, generation)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| refused(e.to_string()))?;
             built.push(stage);
         }
         let mut ready = Vec::new();
@@ -298,13 +267,13 @@ impl Controller {
             let plugin = Arc::new(
                 self.runtime
                     .load(&sc.name, &sc.plugin)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| refused(e.to_string()))?,
             );
             let ctx = stage_context(sc);
             let instance = self
                 .runtime
                 .instantiate(&plugin, &ctx)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| refused(e.to_string()))?;
             ready.push((sc.clone(), ctx, plugin, instance));
         }
 
@@ -319,13 +288,22 @@ impl Controller {
         for name in &plan.removed {
             status.digests.remove(name);
         }
+        // Past this point the old stages are gone: a stage that cannot
+        // start is reported, and the rest of the reload still applies
+        // (the stage stays declared but not running; the next reload
+        // starts it).
+        let mut failed = Vec::new();
         for (stage, swaps) in built {
             let name = stage.name().to_string();
-            let handle = start_stage(stage, swaps, &self.pipeline).map_err(|e| e.to_string())?;
-            status
-                .digests
-                .insert(name, handle.info.plugin_digest.clone());
-            self.running.insert(handle);
+            match start_stage(stage, swaps, &self.pipeline) {
+                Ok(handle) => {
+                    status
+                        .digests
+                        .insert(name, handle.info.plugin_digest.clone());
+                    self.running.insert(handle);
+                }
+                Err(e) => failed.push(format!("stage {name} did not start: {e}")),
+            }
         }
         let mut swaps = Vec::with_capacity(ready.len());
         for (config, ctx, plugin, instance) in ready {
@@ -353,65 +331,14 @@ impl Controller {
         }
         self.config = new;
         self.clients = clients;
-        let mut changed = Vec::new();
-        for (what, names) in [
-            ("added", &plan.added),
-            ("removed", &plan.removed),
-            ("restarted", &plan.restarted),
-            ("swapped", &plan.swapped),
-        ] {
-            changed.extend(names.iter().map(|n| format!("{what} {n}")));
+        let changed = plan.describe();
+        if failed.is_empty() {
+            Ok(changed)
+        } else {
+            Err(ReloadError::Partial {
+                changed,
+                failed: failed.join("; "),
+            })
         }
-        Ok(changed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stages_are_swapped_rebuilt_or_left_alone() {
-        let env = std::collections::HashMap::<String, String>::new();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
-        let parse =
-            |text: &str| config::parse(&dir.path().join("pipeline.toml"), text, &env).unwrap();
-        let base = r#"
-[[topic]]
-name = "in"
-[[topic]]
-name = "out"
-[[topic]]
-name = "dlq"
-[[stage]]
-name = "a"
-plugin = "p.wasm"
-inputs = ["in"]
-outputs = { default = "out" }
-dead_letter = "dlq"
-"#;
-        let old = parse(base);
-        assert_eq!(restart_needed(&old, &parse(base)), None);
-        let group = parse(&format!("[kafka]\ngroup_id = \"other\"\n{base}"));
-        let why = restart_needed(&old, &group).unwrap();
-        assert!(
-            why.contains("group_id") && why.contains("\"other\""),
-            "{why}"
-        );
-        let options = parse(&format!("[kafka.options]\n\"linger.ms\" = \"1\"\n{base}"));
-        assert_eq!(
-            restart_needed(&old, &options),
-            None,
-            "rebuilds stages instead"
-        );
-        let brokers = parse(&format!("[kafka]\nbrokers = \"h:9092\"\n{base}"));
-        assert!(restart_needed(&old, &brokers).unwrap().contains("brokers"));
-        let a = |c: &PipelineConfig| c.stage("a").unwrap().clone();
-        let config_only = parse(&format!("{base}[stage.config]\nx = 1\n"));
-        assert!(!io_changed(&a(&old), &a(&config_only)));
-        assert_ne!(a(&old), a(&config_only));
-        let batch = parse(&format!("{base}[stage.batch]\nmax_messages = 5\n"));
-        assert!(io_changed(&a(&old), &a(&batch)));
     }
 }
