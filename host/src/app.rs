@@ -207,17 +207,6 @@ fn spawn_reloader(
     Ok(())
 }
 
-/// The SKUs the orders generator draws from: the inventory stage's stock,
-/// when the pipeline has one.
-fn order_skus(config: &PipelineConfig) -> Vec<String> {
-    config
-        .stages
-        .iter()
-        .filter_map(|s| s.config.get("stock")?.as_object())
-        .flat_map(|stock| stock.keys().cloned())
-        .collect()
-}
-
 /// Logs one line every few seconds: rates per stage, alerts, dead-letters
 /// and lag, so a running weir shows life without a dashboard.
 async fn summarise(metrics: Arc<Registry>, control: RunControl, shutdown: CancellationToken) {
@@ -301,7 +290,6 @@ pub async fn run(
         clients.clone(),
         config.kafka.topic_prefix.clone(),
         config.topics.iter().map(|t| t.name.clone()).collect(),
-        order_skus(&config),
     );
 
     let listener = bind(config.admin.listen).await?;

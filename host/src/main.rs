@@ -228,6 +228,7 @@ fn run(
         scenario: "f1".into(),
         topic_prefix: None,
         fault: None,
+        skus: None,
     });
     let options = weir::app::RunOptions {
         runtime: RuntimeOptions::from_env(),

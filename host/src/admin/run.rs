@@ -515,6 +515,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_orders_skus_are_checked_one_by_one() {
+        let long = "x".repeat(65);
+        for (skus, named) in [
+            ("[]".to_string(), vec!["skus"]),
+            (
+                format!(r#"["taco", "", "{long}"]"#),
+                vec!["skus[1]", "skus[2]"],
+            ),
+        ] {
+            let body = format!(r#"{{"rate_per_sec": 1, "scenario": "orders", "skus": {skus}}}"#);
+            let (code, json) = send("POST", "/api/v1/start", &body).await;
+            assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {json}");
+            assert_eq!(fields(&json), named, "{body}: {json}");
+        }
+        // 64 characters, not bytes, as the document's maxLength counts.
+        let body = format!(
+            r#"{{"rate_per_sec": 1, "scenario": "orders", "skus": ["taco", "{}"]}}"#,
+            "é".repeat(64)
+        );
+        let (code, json) = send("POST", "/api/v1/start", &body).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}: {json}");
+    }
+
+    #[tokio::test]
     async fn arrays_are_not_objects() {
         for (uri, body, field) in [
             ("/api/v1/fault", r#"{"fault": []}"#, "fault"),

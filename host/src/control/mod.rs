@@ -43,7 +43,15 @@ pub struct StartRequest {
     pub topic_prefix: Option<String>,
     #[serde(default, deserialize_with = "de::present")]
     pub fault: Option<FaultProfile>,
+    /// The orders scenario's SKUs; kept for later runs. Default:
+    /// [`generate::DEFAULT_SKUS`].
+    #[serde(default)]
+    pub skus: Option<Vec<String>>,
 }
+
+/// The most SKUs an orders run draws from, and the longest SKU.
+pub const MAX_SKUS: usize = 100;
+pub const MAX_SKU_CHARS: usize = 64;
 
 /// A field of a request body that is wrong, and why.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -97,6 +105,23 @@ impl StartRequest {
         }
         if let Some(fault) = &self.fault {
             errors.extend(fault.validate("fault."));
+        }
+        if let Some(skus) = &self.skus {
+            if skus.is_empty() || skus.len() > MAX_SKUS {
+                errors.push(FieldError {
+                    field: "skus".into(),
+                    message: format!("must list 1 to {MAX_SKUS} SKUs, got {}", skus.len()),
+                });
+            }
+            for (i, sku) in skus.iter().enumerate() {
+                let chars = sku.chars().count();
+                if chars == 0 || chars > MAX_SKU_CHARS {
+                    errors.push(FieldError {
+                        field: format!("skus[{i}]"),
+                        message: format!("must be 1 to {MAX_SKU_CHARS} characters, got {chars}"),
+                    });
+                }
+            }
         }
         errors
     }
@@ -159,7 +184,8 @@ struct Inner {
     topic_prefix: String,
     /// The topics the pipeline declares.
     declared: Vec<String>,
-    skus: Vec<String>,
+    /// What the orders scenario sells, as the last start request said.
+    skus: RwLock<Vec<String>>,
     publisher: Mutex<Option<(String, Arc<Publisher>)>>,
     /// Generators between runs, so a scenario resumes where it stopped
     /// (F1's per-car `seq` goes on rather than restarting at 0).
@@ -191,7 +217,6 @@ impl RunControl {
         clients: KafkaClients,
         topic_prefix: String,
         declared: Vec<String>,
-        skus: Vec<String>,
     ) -> Self {
         RunControl {
             inner: Arc::new(Inner {
@@ -199,7 +224,12 @@ impl RunControl {
                 clients,
                 topic_prefix,
                 declared,
-                skus,
+                skus: RwLock::new(
+                    generate::DEFAULT_SKUS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                ),
                 publisher: Mutex::new(None),
                 parked: Mutex::new(BTreeMap::new()),
                 run: Mutex::new(None),
@@ -267,9 +297,12 @@ impl RunControl {
 
     fn settings(&self, run_id: &str, seed: u64) -> Settings {
         let mut settings = Settings::new(seed, run_id);
-        if !self.inner.skus.is_empty() {
-            settings.skus = self.inner.skus.clone();
-        }
+        settings.skus = self
+            .inner
+            .skus
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         settings
     }
 
@@ -286,6 +319,9 @@ impl RunControl {
     /// generator. A run already going is left as it is.
     pub fn start(&self, req: &StartRequest) -> Result<(), String> {
         self.inner.stages.paused.store(false, Ordering::Relaxed);
+        if let Some(skus) = &req.skus {
+            *self.inner.skus.write().unwrap_or_else(|e| e.into_inner()) = skus.clone();
+        }
         if let Some(fault) = &req.fault {
             self.set_fault(fault.clone());
         }
