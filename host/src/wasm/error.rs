@@ -29,8 +29,11 @@ pub enum WasmError {
     Instantiate { stage: String, reason: String },
     #[error("stage {stage}: plugin init failed: {reason}")]
     Init { stage: String, reason: String },
-    #[error("cannot set up the wasm engine: {0}")]
-    Engine(String),
+    #[error("cannot set up the wasm engine: {source}")]
+    Engine {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// How a call into a plugin failed. After any of these the instance is

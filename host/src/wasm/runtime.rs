@@ -89,17 +89,16 @@ impl Runtime {
             // and a compare per loop header instead of a counter per block.
             .epoch_interruption(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(|e| WasmError::Engine(e.to_string()))?;
+        let engine = Engine::new(&config).map_err(engine_err)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| WasmError::Engine(e.to_string()))?;
-        super::clocks::bound_timers(&mut linker).map_err(|e| WasmError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        super::clocks::bound_timers(&mut linker).map_err(engine_err)?;
         super::bindings::Processor::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s: &mut HostState| s,
         )
-        .map_err(|e| WasmError::Engine(e.to_string()))?;
+        .map_err(engine_err)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -116,7 +115,7 @@ impl Runtime {
                         }
                     }
                 })
-                .map_err(|e| WasmError::Engine(e.to_string()))?;
+                .map_err(engine_err)?;
         }
 
         Ok(Runtime {
@@ -275,4 +274,8 @@ mod tests {
         let package = format!("package weir:plugin@{};", super::WIT_VERSION);
         assert!(wit.lines().any(|l| l.trim() == package), "{package}");
     }
+}
+
+fn engine_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> WasmError {
+    WasmError::Engine { source: e.into() }
 }
