@@ -6,65 +6,80 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (constant name, cargo package, artifact stem)
-const PLUGINS: &[(&str, &str, &str)] = &[
-    ("PASSTHROUGH", "weir-passthrough", "weir_passthrough"),
-    (
-        "F1_DEGRADATION",
-        "weir-f1-degradation",
-        "weir_f1_degradation",
-    ),
-    ("F1_ALERTS", "weir-f1-alerts", "weir_f1_alerts"),
-    (
-        "CAMPUS_INVENTORY",
-        "weir-campus-inventory",
-        "weir_campus_inventory",
-    ),
-    (
-        "ORDER_ANALYTICS",
-        "weir-order-analytics",
-        "weir_order_analytics",
-    ),
-    (
-        "FLEET_DECELERATION",
-        "weir-fleet-deceleration",
-        "weir_fleet_deceleration",
-    ),
-    (
-        "ALERT_LIFECYCLE",
-        "weir-alert-lifecycle",
-        "weir_alert_lifecycle",
-    ),
-    ("CBAD", "weir-cbad", "weir_cbad"),
-    ("HOSTILE", "weir-test-hostile", "weir_test_hostile"),
-    // Built against weir:plugin@0.1.0, the previous compatible release:
-    // the host must still run it.
-    (
-        "PREVIOUS_WIT",
-        "weir-test-previous-wit",
-        "weir_test_previous_wit",
-    ),
-    // Built against weir:plugin@0.0.9: the host must refuse it.
-    ("WRONG_WIT", "weir-test-wrong-wit", "weir_test_wrong_wit"),
-];
+/// Where fixtures live: every `cdylib` crate directly under these is one.
+const FIXTURE_DIRS: &[&str] = &["plugins", "test-programs"];
 
-/// Fixtures the host must refuse to load; left out of `ALL`.
-const REFUSED: &[&str] = &["WRONG_WIT"];
+/// A wasm component this crate builds.
+struct Fixture {
+    /// The constant: the package name without `weir-` or `weir-test-`,
+    /// upper-cased (`weir-f1-alerts` is `F1_ALERTS`).
+    constant: String,
+    package: String,
+    /// The artifact's file stem.
+    stem: String,
+    description: String,
+    /// `[package.metadata.weir] refused = true`: the host must refuse it,
+    /// so it is left out of `ALL`.
+    refused: bool,
+}
+
+/// Every fixture, found from the manifests, so none is left out of the
+/// list by hand.
+fn fixtures(root: &Path) -> Vec<Fixture> {
+    let mut found = Vec::new();
+    for dir in FIXTURE_DIRS {
+        let mut manifests: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
+            .filter_map(|e| Some(e.ok()?.path().join("Cargo.toml")))
+            .filter(|m| m.is_file())
+            .collect();
+        manifests.sort();
+        for manifest in manifests {
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            if !text.contains("\"cdylib\"") {
+                continue;
+            }
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(key)?
+                            .trim()
+                            .strip_prefix('=')?
+                            .trim()
+                            .strip_prefix('"')?
+                            .strip_suffix('"')
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default()
+            };
+            let package = field("name");
+            assert!(
+                !package.is_empty(),
+                "no package name in {}",
+                manifest.display()
+            );
+            let short = package
+                .strip_prefix("weir-test-")
+                .or_else(|| package.strip_prefix("weir-"))
+                .unwrap_or(&package);
+            found.push(Fixture {
+                constant: short.replace('-', "_").to_uppercase(),
+                stem: package.replace('-', "_"),
+                description: field("description"),
+                refused: text.lines().any(|l| l.replace(' ', "") == "refused=true"),
+                package,
+            });
+        }
+    }
+    found
+}
 
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
-    for dir in [
-        "wit",
-        "sdk",
-        "time",
-        "plugins",
-        "test-programs/hostile",
-        "test-programs/wrong-wit",
-        "test-programs/previous-wit",
-    ] {
+    for dir in ["wit", "sdk", "time", "plugins", "schemas", "test-programs"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     // The workspace manifest and lock file decide the plugins' dependencies
@@ -88,8 +103,9 @@ fn main() {
         .arg(TARGET)
         .arg("--target-dir")
         .arg(&target_dir);
-    for (_, package, _) in PLUGINS {
-        cmd.arg("-p").arg(package);
+    let fixtures = fixtures(&root);
+    for f in &fixtures {
+        cmd.arg("-p").arg(&f.package);
     }
     // The outer build's flags are for the host, not for wasm.
     for var in [
@@ -114,23 +130,34 @@ fn main() {
 
     let mut out = String::new();
     let mut all = Vec::new();
-    for (name, _, stem) in PLUGINS {
+    let mut every = Vec::new();
+    for f in &fixtures {
         let path = target_dir
             .join(TARGET)
             .join("release")
-            .join(format!("{stem}.wasm"));
+            .join(format!("{}.wasm", f.stem));
         assert!(path.is_file(), "expected {}", path.display());
+        let about = match f.description.as_str() {
+            "" => format!("The `{}` package's component.", f.package),
+            d => format!("{d}."),
+        };
         out.push_str(&format!(
-            "/// The `{stem}` component.\npub const {name}: &str = {:?};\n",
+            "/// {about}\npub const {}: &str = {:?};\n",
+            f.constant,
             path.display().to_string()
         ));
-        if !REFUSED.contains(name) {
-            all.push(format!("(\"{stem}\", {name})"));
+        if !f.refused {
+            all.push(format!("(\"{}\", {})", f.stem, f.constant));
         }
+        every.push(format!("(\"{}\", \"{}\")", f.constant, f.stem));
     }
     out.push_str(&format!(
         "/// Every plugin component the host loads: (name, path).\npub const ALL: &[(&str, &str)] = &[{}];\n",
         all.join(", ")
+    ));
+    out.push_str(&format!(
+        "/// Every fixture, refused ones included: (constant, artifact stem).\npub const FIXTURES: &[(&str, &str)] = &[{}];\n",
+        every.join(", ")
     ));
     let dest = Path::new(&env::var_os("OUT_DIR").unwrap()).join("fixtures.rs");
     std::fs::write(dest, out).unwrap();

@@ -257,6 +257,10 @@ fn list(names: &[&str]) -> String {
         .join(", ")
 }
 
+fn engine_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> WasmError {
+    WasmError::Engine { source: e.into() }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -274,8 +278,4 @@ mod tests {
         let package = format!("package weir:plugin@{};", super::WIT_VERSION);
         assert!(wit.lines().any(|l| l.trim() == package), "{package}");
     }
-}
-
-fn engine_err(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> WasmError {
-    WasmError::Engine { source: e.into() }
 }
