@@ -4,6 +4,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde_spanned::Spanned;
+
 use super::keypath::KeyPath;
 
 /// One problem, located.
@@ -189,6 +191,29 @@ impl<'a> LineIndex<'a> {
             .get(start..offset)
             .map_or(offset - start, |text| text.chars().count());
         (line + 1, column + 1)
+    }
+}
+
+/// `value` if it is within `min..=max`; otherwise reports where it is and
+/// what the range is.
+pub(super) fn in_range(
+    value: &Spanned<i64>,
+    min: i64,
+    max: i64,
+    path: &KeyPath,
+    report: &mut Report<'_>,
+) -> Option<i64> {
+    let v = *value.get_ref();
+    if (min..=max).contains(&v) {
+        Some(v)
+    } else {
+        let name = path.last_key().unwrap_or("value");
+        report.at(
+            &value.span(),
+            Some(path),
+            format!("{name} must be between {min} and {max}, got {v}"),
+        );
+        None
     }
 }
 

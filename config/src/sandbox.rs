@@ -3,11 +3,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::diagnostic::Report;
+use super::diagnostic::{Report, in_range};
 use super::keypath::KeyPath;
 use super::model::{Grants, Limits, OnError};
 use super::raw::{RawGrants, RawLimits, RawOnError};
-use super::validate::in_range;
 
 const MAX_MEMORY_MB: i64 = 4096;
 const MAX_TIMEOUT_MS: i64 = 600_000;

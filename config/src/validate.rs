@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 
 use super::cycle::{MAX_CYCLES, find_cycles};
-use super::diagnostic::Report;
+use super::diagnostic::{Report, in_range};
 use super::env::{self, Env, Sourced};
 use super::keypath::KeyPath;
 use super::model::{
@@ -438,27 +438,6 @@ fn check_topic_name(template: &str, name: &str) -> Result<(), String> {
 fn invalid_topic_char(name: &str) -> Option<char> {
     name.chars()
         .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-}
-
-pub(super) fn in_range(
-    value: &Spanned<i64>,
-    min: i64,
-    max: i64,
-    path: &KeyPath,
-    report: &mut Report<'_>,
-) -> Option<i64> {
-    let v = *value.get_ref();
-    if (min..=max).contains(&v) {
-        Some(v)
-    } else {
-        let name = path.last_key().unwrap_or("value");
-        report.at(
-            &value.span(),
-            Some(path),
-            format!("{name} must be between {min} and {max}, got {v}"),
-        );
-        None
-    }
 }
 
 fn stage(

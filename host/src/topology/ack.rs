@@ -19,6 +19,9 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use super::budget::Budget;
 
+/// A stage's producer: its delivery reports go to the stage's [`Deliveries`].
+pub type StageProducer = rdkafka::producer::ThreadedProducer<Deliveries>;
+
 /// Which input message a produced record derives from, packed into the
 /// producer's per-record opaque word: a ledger slot (one per input
 /// partition), the input offset, and whether the record is a dead letter.

@@ -12,6 +12,7 @@ mod dead_letter;
 pub mod handle;
 mod lag;
 mod membership;
+mod progress;
 mod rebalance;
 pub mod reload;
 pub mod replay;

@@ -30,9 +30,8 @@ use rdkafka::producer::Producer;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::ack::StageProducer;
 use super::changelog::Changelog;
-use super::rebalance::Progress;
-use super::stage::StageProducer;
 use crate::state::StateStore;
 
 /// The open transaction of an exactly-once stage, and what it covers.
@@ -121,11 +120,12 @@ impl Txn {
 /// commits; aborts if the transaction cannot commit.
 pub fn commit<C: ConsumerContext>(
     producer: &StageProducer,
-    progress: &mut Progress,
+    txn: Option<&mut Txn>,
+    changelog: Option<&mut Changelog>,
     store: &dyn StateStore,
     consumer: &BaseConsumer<C>,
 ) -> Result<Ended, Fatal> {
-    let Some(txn) = progress.txn.as_mut() else {
+    let Some(txn) = txn else {
         return Ok(Ended::Idle);
     };
     if !txn.open {
@@ -136,7 +136,7 @@ pub fn commit<C: ConsumerContext>(
         if let Some(reason) = &txn.doomed {
             return Err(Step::Abort(reason.clone()));
         }
-        if let Some(changelog) = &mut progress.changelog {
+        if let Some(changelog) = changelog {
             write_changes(changelog, store, producer).map_err(Step::from)?;
         }
         if !txn.positions.is_empty() {

@@ -10,11 +10,32 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::plugin::{log, metrics, state, types};
 use super::clocks::MonotonicClock;
-use super::instance::Quotas;
 use super::limiter::Limiter;
 use super::stdio::Capture;
 use crate::metrics::StageMetrics;
 use crate::state::{Scope, StateStore, Usage};
+
+/// Host resources a stage's plugin controls, bounded (`[stage.limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Bytes of keyed state (keys and values), all partitions together.
+    pub state_max_bytes: usize,
+    /// Keys of keyed state, all partitions together.
+    pub state_max_keys: usize,
+    /// Distinct metric series (name and labels).
+    pub max_metric_series: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        let limits = crate::config::Limits::default();
+        Quotas {
+            state_max_bytes: limits.state_max_bytes,
+            state_max_keys: limits.state_max_keys,
+            max_metric_series: limits.max_metric_series,
+        }
+    }
+}
 
 /// A buffered write: the value and its ttl.
 pub(crate) type Pending = (Vec<u8>, Option<Duration>);

@@ -10,7 +10,7 @@ use super::bindings::Processor;
 use super::bindings::weir::plugin::types::{Batch, BatchResult, InitContext};
 use super::clocks::{MonotonicClock, WallClock};
 use super::error::{CallError, CallErrorKind, WasmError, cap_reason};
-use super::host::{HostState, StateLimitExceeded};
+use super::host::{HostState, Quotas, StateLimitExceeded};
 use super::limiter::{Limiter, MemoryLimitExceeded};
 use super::runtime::{EPOCH_TICK, Plugin, Runtime};
 use super::stdio::Capture;
@@ -37,28 +37,6 @@ pub struct StageContext {
     pub clock: bool,
     /// What the plugin may hold in the host, outside its linear memory.
     pub quotas: Quotas,
-}
-
-/// Host resources a stage's plugin controls, bounded (`[stage.limits]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quotas {
-    /// Bytes of keyed state (keys and values), all partitions together.
-    pub state_max_bytes: usize,
-    /// Keys of keyed state, all partitions together.
-    pub state_max_keys: usize,
-    /// Distinct metric series (name and labels).
-    pub max_metric_series: usize,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        let limits = crate::config::Limits::default();
-        Quotas {
-            state_max_bytes: limits.state_max_bytes,
-            state_max_keys: limits.state_max_keys,
-            max_metric_series: limits.max_metric_series,
-        }
-    }
 }
 
 /// A live plugin instance with its own store. Not reusable after a

@@ -30,9 +30,11 @@ mod instance;
 mod limiter;
 mod runtime;
 pub mod stdio;
+mod timers;
 
 pub use batch::{BatchBuilder, OutputRecord, ValidatedResult};
 pub use bindings::weir::plugin::types::{Batch, BatchResult};
 pub use error::{CallError, CallErrorKind, MAX_REASON_BYTES, WasmError, cap_reason};
-pub use instance::{Instance, Quotas, StageContext};
+pub use host::Quotas;
+pub use instance::{Instance, StageContext};
 pub use runtime::{Plugin, Runtime, RuntimeOptions, WIT_VERSION};

@@ -18,8 +18,7 @@ use crate::state::StateStore;
 /// The version of the WIT package this host implements.
 pub const WIT_VERSION: &str = "0.1.1";
 
-/// How often the epoch advances; call deadlines are multiples of it.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(crate) use super::clocks::EPOCH_TICK;
 
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeOptions {
@@ -93,7 +92,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
-        super::clocks::bound_timers(&mut linker).map_err(engine_err)?;
+        super::timers::bound_timers(&mut linker).map_err(engine_err)?;
         super::bindings::Processor::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s: &mut HostState| s,

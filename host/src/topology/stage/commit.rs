@@ -92,7 +92,8 @@ impl Stage {
         let written = progress.changelog.as_ref().map_or(0, |c| c.written);
         let ended = match transaction::commit(
             &self.producer,
-            progress,
+            progress.txn.as_mut(),
+            progress.changelog.as_mut(),
             &*self.shared.store,
             &*self.consumer,
         ) {

@@ -21,11 +21,11 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage, Timestamp};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use super::ack::{Deliveries, Delivery, Ledger, Tag, budget_bytes};
+use super::ack::{Delivery, Ledger, Tag, budget_bytes};
 use super::changelog;
 use super::lag::LagSampler;
 use super::membership::STUCK_AFTER;
@@ -73,7 +73,7 @@ pub fn max_record_bytes(config: &StageConfig) -> usize {
         .saturating_add(HEADER_ALLOWANCE)
 }
 
-pub type StageProducer = ThreadedProducer<Deliveries>;
+pub use super::ack::StageProducer;
 pub type StageConsumer = BaseConsumer<Rebalancer>;
 
 /// A stage's connections: Kafka both ways, and reloads.
