@@ -292,6 +292,30 @@ fn an_infinite_loop_is_interrupted_at_its_deadline() {
 }
 
 #[test]
+fn init_gets_more_time_than_a_call_and_calls_keep_their_deadline() {
+    let rt = runtime(None);
+    let plugin = hostile(&rt);
+    // 300 ms of init under a 100 ms call timeout: init runs once per
+    // instance and gets seconds, not the per-message deadline.
+    let stage = StageContext {
+        config_json: r#"{"init_sleep_ms": 300}"#.into(),
+        ..limited(100, 64 << 20)
+    };
+    let start = std::time::Instant::now();
+    let mut inst = rt.instantiate(&plugin, &stage).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    // The calls after it are held to 100 ms again.
+    let start = std::time::Instant::now();
+    let err = send(&mut inst, "loop").unwrap_err();
+    assert_eq!(err.kind, CallErrorKind::Timeout, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
 fn a_long_sleep_in_a_host_call_is_cut_at_the_deadline() {
     let rt = runtime(None);
     let plugin = hostile(&rt);

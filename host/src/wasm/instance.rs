@@ -16,6 +16,10 @@ use super::runtime::{EPOCH_TICK, Plugin, Runtime};
 use super::stdio::Capture;
 use crate::state::{STAGE_SCOPE, Scope};
 
+/// The least time a plugin's `init` gets, whatever the stage's call
+/// timeout: it runs once per instance, off the per-message path.
+const INIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The most random bytes a plugin gets in one `wasi:random` call.
 const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
@@ -209,8 +213,12 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let deadline_ticks = (ctx.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(deadline_ticks);
+        let ticks = |d: Duration| (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let deadline_ticks = ticks(ctx.call_timeout);
+        // Instantiating and `init` run once per instance and may build
+        // tables from the config: they get at least INIT_TIMEOUT.
+        let init_timeout = ctx.call_timeout.max(INIT_TIMEOUT);
+        store.set_epoch_deadline(ticks(init_timeout));
 
         let instantiate_err = |reason: String| WasmError::Instantiate {
             stage: ctx.stage.clone(),
@@ -229,13 +237,16 @@ impl Runtime {
             stage: ctx.stage.clone(),
             reason,
         };
-        store.data_mut().deadline = Instant::now() + ctx.call_timeout;
+        // Counted afresh: instantiating is slow on a loaded machine.
+        store.data_mut().deadline = Instant::now() + init_timeout;
+        store.set_epoch_deadline(ticks(init_timeout));
         // The reason is the plugin's to choose, and shown in the status and
         // the log: it is cut like a rejection reason.
         bindings
             .call_init(&mut store, &init)
             .map_err(|e| init_err(cap_reason(&format!("trapped: {e:#}")).into_owned()))?
             .map_err(|reason| init_err(cap_reason(&reason).into_owned()))?;
+        store.set_epoch_deadline(deadline_ticks);
         Ok(Instance {
             store,
             bindings,

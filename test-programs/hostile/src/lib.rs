@@ -24,7 +24,8 @@
 //! | `log-flood:N` | calls the `log` import N times at info level (`flood i`), the first message 10,000 bytes long; emits `logged N` |
 //! | `reason:N`   | rejects the message with a reason of N bytes |
 //!
-//! Every emitted record goes to the `default` output.
+//! Every emitted record goes to the `default` output. With `init_sleep_ms`
+//! in `[stage.config]`, `init` sleeps that long first.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -178,6 +179,12 @@ fn log_flood(n: usize) -> String {
 
 impl Processor for Hostile {
     fn init(ctx: &InitContext) -> Result<Self, String> {
+        // `init_sleep_ms` in [stage.config]: a slow init (a plugin building
+        // large tables from its config).
+        let config: weir_plugin::serde_json::Value = ctx.config()?;
+        if let Some(ms) = config.get("init_sleep_ms").and_then(|v| v.as_u64()) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         Ok(Hostile {
             out: ctx.output("default")?,
         })
