@@ -3,7 +3,7 @@
 #   B0 Apache Kafka's own perf tools, B1/B2 native rdkafka loops (copy, F1
 #   degradation), B3 weir (passthrough, F1 degradation plugins; the F1
 #   plugin's deduplication state in memory, in a changelog at-least-once and
-#   exactly-once), B4 the seed's Python consumer; keys restored per second
+#   exactly-once), B4 the F1 Kafka demo's Python consumer; keys restored per second
 #   from a changelog; latency at 50% of B1's rate; plugin load times;
 #   criterion micro-benchmarks of the plugin boundary.
 # Results are printed and written into BENCHMARKS.md (between the markers)

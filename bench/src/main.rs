@@ -251,7 +251,7 @@ fn all(a: &AllArgs) -> Result<()> {
         ),
         (
             "b4",
-            "Python confluent-kafka, seed 000's consumer",
+            "Python confluent-kafka, the F1 demo's consumer",
             Path::new(""),
             "",
             none,
