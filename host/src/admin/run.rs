@@ -386,9 +386,9 @@ pub async fn replay(
         }
         ReplayError::Prepare { .. } => AppError::Unprocessable(e.to_string()),
         ReplayError::Rewind { .. } => AppError::Unavailable(e.to_string()),
-        ReplayError::Restart { .. } | ReplayError::Changelog { .. } => {
-            AppError::Internal(e.to_string())
-        }
+        ReplayError::Restart { .. }
+        | ReplayError::Resume { .. }
+        | ReplayError::Changelog { .. } => AppError::Internal(e.to_string()),
     })
 }
 

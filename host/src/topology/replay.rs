@@ -69,6 +69,17 @@ pub enum ReplayError {
         #[source]
         source: TopologyError,
     },
+    #[error(
+        "stage {stage} is stopped: the replay was refused ({refused}), and the stage could not \
+         start again with its offsets and state as they were: {source}; fix the cause and \
+         reload to start it"
+    )]
+    Resume {
+        stage: String,
+        refused: String,
+        #[source]
+        source: TopologyError,
+    },
 }
 
 /// What a replay did.
@@ -161,12 +172,20 @@ impl Controller {
         };
         let restart = assemble_stage(&sc, parts, &self.runtime, &self.control, generation)
             .and_then(|(stage, swaps)| start_stage(stage, swaps, &self.pipeline));
-        let handle = match restart {
-            Ok(handle) => handle,
-            Err(source) => {
+        let handle = match (restart, &rewound) {
+            (Ok(handle), _) => handle,
+            (Err(source), Ok(_)) => {
                 tracing::error!(stage = name, error = %source, "stage cannot start after the replay reset");
                 return Err(ReplayError::Restart {
                     stage: name.to_string(),
+                    source,
+                });
+            }
+            (Err(source), Err(refused)) => {
+                tracing::error!(stage = name, error = %source, "stage cannot start again after a refused replay");
+                return Err(ReplayError::Resume {
+                    stage: name.to_string(),
+                    refused: refused.to_string(),
                     source,
                 });
             }
