@@ -9,11 +9,9 @@
 pub mod admin;
 pub mod app;
 pub use weir_config as config;
+pub use weir_runtime::{metrics, state, wasm};
 pub mod control;
 pub mod generate;
 pub mod kafka;
-pub mod metrics;
-pub mod state;
 pub mod topology;
-pub mod wasm;
 pub mod watch;

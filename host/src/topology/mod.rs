@@ -216,7 +216,7 @@ pub fn prepare_stage(
     let budget_kb = config.kafka.max_buffered_bytes / 1024;
     let prefetch_kb = (budget_kb / 4 / config.stages.len().max(1)).clamp(1024, 65536);
     let changelog = (sc.state == StateBackend::Changelog).then(|| {
-        runtime.state.track_changes(&sc.name);
+        runtime.state().track_changes(&sc.name);
         changelog::Changelog::new(
             config.kafka.changelog_topic(&sc.name),
             &sc.name,
@@ -231,8 +231,8 @@ pub fn prepare_stage(
         changelog,
         transactional_id.clone(),
         config.kafka.commit_interval,
-        runtime.state.clone(),
-        runtime.metrics.stage(&sc.name),
+        runtime.state().clone(),
+        runtime.metrics().stage(&sc.name),
         control.clone(),
     );
     let group = config.kafka.consumer_group(&sc.name);

@@ -135,7 +135,7 @@ impl Controller {
             });
         }
 
-        let state = &self.runtime.state;
+        let state = self.runtime.state();
         // Counted while the stage holds its partitions: a stopped stage
         // leaves its state to the changelog.
         let held = state.len(name);
@@ -195,7 +195,7 @@ impl Controller {
             stage: name.to_string(),
             source,
         })?;
-        StageMetrics::add(&self.runtime.metrics.stage(name).replays, 1);
+        StageMetrics::add(&self.runtime.metrics().stage(name).replays, 1);
         let outcome = ReplayOutcome {
             stage: name.to_string(),
             state_keys_cleared,

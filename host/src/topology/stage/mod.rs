@@ -171,7 +171,7 @@ impl Stage {
             .iter()
             .map(|o| config.outputs[o].clone())
             .collect();
-        let metrics = runtime.metrics.stage(&config.name);
+        let metrics = runtime.metrics().stage(&config.name);
         Stage {
             config,
             ctx,

@@ -76,6 +76,16 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Runtime {
+    /// The keyed state the plugins read and write.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    /// The metrics the plugins and stages update.
+    pub fn metrics(&self) -> &Arc<Registry> {
+        &self.metrics
+    }
+
     pub fn new(
         options: RuntimeOptions,
         state: Arc<dyn StateStore>,
