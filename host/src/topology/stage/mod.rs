@@ -411,11 +411,8 @@ impl Stage {
     fn next_batch<'c>(&self, consumer: &'c StageConsumer) -> Vec<BorrowedMessage<'c>> {
         let max = self.config.batch.max_messages;
         let mut batch = Vec::new();
-        // A message returned by the poll that ran a rebalance callback is
-        // kept like any other: dropping it would skip it while the
-        // offsets after it commit.
-        batch.extend(self.poll(consumer, IDLE_POLL));
-        if self.rebalanced(&mut batch) || batch.is_empty() {
+        let first = self.poll(consumer, IDLE_POLL);
+        if self.take(&mut batch, first) || batch.is_empty() {
             return batch;
         }
         batch.reserve(max.min(1024));
@@ -433,20 +430,29 @@ impl Stage {
                 }
             };
             let more = next.is_some();
-            batch.extend(next);
-            if self.rebalanced(&mut batch) || !more {
+            if self.take(&mut batch, next) || !more {
                 break;
             }
         }
         batch
     }
 
-    /// After a poll: if the group moved partitions meanwhile, drops the
-    /// messages of revoked partitions from `batch`, and sets aside those of
-    /// partitions waiting for their state (to be read again once it is
-    /// restored); true if partitions wait to be restored.
-    fn rebalanced(&self, batch: &mut Vec<BorrowedMessage<'_>>) -> bool {
+    /// Adds what a poll returned to `batch`, minding a rebalance the poll
+    /// ran: the messages polled *before* it of revoked partitions are
+    /// dropped (their new owner reads them from the commit), and those of
+    /// partitions waiting for their state are set aside, to be read again
+    /// once it is restored. The message of the poll itself is kept like
+    /// any other: librdkafka discards what it had fetched for a revoked
+    /// partition, so it comes from a partition held now, and dropping it
+    /// would skip it while the offsets after it commit. True if partitions
+    /// wait to be restored.
+    fn take<'c>(
+        &self,
+        batch: &mut Vec<BorrowedMessage<'c>>,
+        polled: Option<BorrowedMessage<'c>>,
+    ) -> bool {
         if !self.shared.rebalanced.swap(false, Ordering::AcqRel) {
+            batch.extend(polled);
             return false;
         }
         let mut progress = self.shared.lock();
@@ -464,6 +470,7 @@ impl Stage {
                 "messages of revoked partitions dropped before processing"
             );
         }
+        batch.extend(polled);
         if progress.restoring.is_empty() {
             return false;
         }
