@@ -1,6 +1,7 @@
 //! Helpers for tests against the real broker that `scripts/test.sh` starts
 //! and names in `WEIR_TEST_KAFKA_BOOTSTRAP`.
 
+pub mod campus;
 pub mod exposition;
 pub mod f1;
 pub mod openapi;
@@ -816,4 +817,42 @@ pub async fn start_stages(admin: std::net::SocketAddr, stage: &str) {
         },
     )
     .await;
+}
+
+/// Writes `toml` as `dir/pipeline.toml` and returns its path.
+pub fn write_pipeline(dir: &Path, toml: &str) -> std::path::PathBuf {
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Spawns `weir run` as a child process named `name` and waits up to
+/// `ready` for its admin API to say the stages run.
+pub async fn start_weir(
+    name: &str,
+    pipeline: &Path,
+    env: &HashMap<String, String>,
+    ready: Duration,
+) -> WeirProcess {
+    let mut p = WeirProcess::spawn(name, pipeline, env);
+    p.ready(ready).await;
+    eprintln!(
+        "weir {name} (pid {:?}) ready, admin {}, log {}",
+        p.pid(),
+        p.admin,
+        p.log.display()
+    );
+    p
+}
+
+/// Fails with the log of any of `processes` that has exited.
+pub fn assert_running(processes: &mut [&mut WeirProcess]) {
+    for p in processes {
+        assert!(
+            p.running(),
+            "weir {} exited; its log:\n{}",
+            p.name,
+            p.log_tail(60)
+        );
+    }
 }

@@ -16,7 +16,7 @@
 //! produce, 40), `WEIR_CHAOS_SEED`, `WEIR_CHAOS_ZOMBIE_ORDERS` (20,000).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -41,8 +41,6 @@ const SETTLE: Duration = Duration::from_secs(900);
 const MIN_KILLS: usize = 10;
 /// The share of orders sent a second time, later in the stream.
 const RESEND_PERCENT: usize = 5;
-/// The one SKU; its stock runs out about midway through the orders.
-const SKU: &str = "burrito";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -101,68 +99,6 @@ impl Topics {
     }
 }
 
-/// The pipeline of durable_state.rs's inventory test, with `kafka` as its
-/// `[kafka]` table (the broker, prefix and group come from the env).
-fn inventory_toml(kafka: &str, stock: usize) -> String {
-    format!(
-        r#"
-[kafka]
-{kafka}
-
-[[topic]]
-name = "{{prefix}}.orders"
-partitions = 3
-# One partition: one stock model (plugins/campus-inventory/README.md).
-[[topic]]
-name = "{{prefix}}.inventory.requests"
-partitions = 1
-[[topic]]
-name = "{{prefix}}.inventory-events"
-partitions = 3
-[[topic]]
-name = "{{prefix}}.dead-letter"
-partitions = 1
-
-[[stage]]
-name = "order-intake"
-plugin = "{passthrough}"
-inputs = ["{{prefix}}.orders"]
-outputs = {{ default = "{{prefix}}.inventory.requests" }}
-dead_letter = "{{prefix}}.dead-letter"
-
-[[stage]]
-name = "inventory"
-plugin = "{inventory}"
-inputs = ["{{prefix}}.inventory.requests"]
-outputs = {{ default = "{{prefix}}.inventory-events" }}
-dead_letter = "{{prefix}}.dead-letter"
-
-[stage.config]
-fail_rate = 0.0
-
-[stage.config.stock]
-{SKU} = {stock}
-"#,
-        passthrough = weir_test_programs::PASSTHROUGH,
-        inventory = weir_test_programs::CAMPUS_INVENTORY,
-    )
-}
-
-fn order_id(i: usize) -> String {
-    format!("order-{i:06}")
-}
-
-/// An `OrderPlaced` for one burrito, keyed by its order id; the same `i`
-/// gives the same record (a re-send).
-fn order(i: usize) -> (String, Vec<u8>) {
-    let id = order_id(i);
-    let value = json!({
-        "eventId": format!("evt-{id}"), "eventType": "OrderPlaced", "orderId": id,
-        "items": [{"sku": SKU, "qty": 1}], "createdAt": "2026-11-23T10:00:00Z"
-    });
-    (id, value.to_string().into_bytes())
-}
-
 /// Orders `0..n` in order, and `n * RESEND_PERCENT / 100` distinct ones of
 /// them sent again somewhere later in the stream (up to a fifth of the
 /// stream later), chosen by `rng`.
@@ -197,7 +133,7 @@ async fn produce_paced(
     for (n, chunk) in stream.chunks(per_tick).enumerate() {
         let due = started + tick * n as u32;
         tokio::time::sleep_until(due.into()).await;
-        let records: Vec<(String, Vec<u8>)> = chunk.iter().map(|i| order(*i)).collect();
+        let records: Vec<(String, Vec<u8>)> = chunk.iter().map(|i| campus::order(*i)).collect();
         send_all(&producer, &topic, &records).await;
         produced.fetch_add(chunk.len(), Ordering::Relaxed);
     }
@@ -437,7 +373,7 @@ struct Fold {
 /// The plugin's decision folded over the inventory stage's input records
 /// in offset order (one partition), from the configured stock.
 fn fold(requests: &[OwnedMessage], stock: usize) -> Fold {
-    let mut shelf = Shelf([(SKU.to_string(), stock as i64)].into());
+    let mut shelf = Shelf([(campus::SKU.to_string(), stock as i64)].into());
     let mut seen = Seen(HashSet::new());
     let mut fold = Fold {
         expected: BTreeMap::new(),
@@ -462,7 +398,7 @@ fn fold(requests: &[OwnedMessage], stock: usize) -> Fold {
         fold.expected
             .insert(order.order_id.clone(), serde_json::to_value(event).unwrap());
     }
-    fold.stock_left = shelf.0[SKU];
+    fold.stock_left = shelf.0[campus::SKU];
     fold
 }
 
@@ -542,24 +478,6 @@ fn first<T: std::fmt::Debug>(items: &[T]) -> String {
 }
 
 // --- The processes ---------------------------------------------------------
-
-fn write_pipeline(dir: &Path, toml: &str) -> PathBuf {
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
-}
-
-async fn start(name: &str, pipeline: &Path, env: &HashMap<String, String>) -> WeirProcess {
-    let mut p = WeirProcess::spawn(name, pipeline, env);
-    p.ready(READY).await;
-    eprintln!(
-        "weir {name} (pid {:?}) ready, admin {}, log {}",
-        p.pid(),
-        p.admin,
-        p.log.display()
-    );
-    p
-}
 
 fn signal(p: &WeirProcess, sig: &str) {
     let pid = p.pid().expect("a running process");
@@ -767,7 +685,7 @@ async fn sigkill_chaos(mode: Mode) {
         Mode::AtLeastOnce => "",
         Mode::ExactlyOnce => "processing = \"exactly_once\"",
     };
-    let pipeline = write_pipeline(dir.path(), &inventory_toml(kafka, stock));
+    let pipeline = write_pipeline(dir.path(), &campus::inventory_pipeline(kafka, stock, ""));
     let topics = Topics::new(&prefix);
     eprintln!(
         "chaos {mode:?}: {n} orders (+{RESEND_PERCENT}% re-sent), stock {stock}, seed {:#x}, \
@@ -778,7 +696,7 @@ async fn sigkill_chaos(mode: Mode) {
 
     let mut slots = Vec::new();
     for slot in 0..3 {
-        slots.push(start(&format!("w{slot}-0"), &pipeline, &env).await);
+        slots.push(start_weir(&format!("w{slot}-0"), &pipeline, &env, READY).await);
     }
     let mut fleet = Fleet {
         pipeline: pipeline.clone(),
@@ -827,7 +745,7 @@ async fn sigkill_chaos(mode: Mode) {
         1,
         "the inventory input has one partition"
     );
-    let distinct: BTreeSet<String> = (0..n).map(order_id).collect();
+    let distinct: BTreeSet<String> = (0..n).map(campus::order_id).collect();
     let requested: BTreeSet<String> = requests
         .iter()
         .filter_map(|m| m.key().map(|k| String::from_utf8_lossy(k).into_owned()))
@@ -1003,11 +921,11 @@ async fn zombie_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(
         dir.path(),
-        &inventory_toml("processing = \"exactly_once\"", stock),
+        &campus::inventory_pipeline("processing = \"exactly_once\"", stock, ""),
     );
     let topics = Topics::new(&prefix);
-    let mut a = start("a", &pipeline, &env).await;
-    let mut b = start("b", &pipeline, &env).await;
+    let mut a = start_weir("a", &pipeline, &env, READY).await;
+    let mut b = start_weir("b", &pipeline, &env, READY).await;
     topics_exist(&[
         (&topics.orders, 3),
         (&topics.requests, 1),
@@ -1109,7 +1027,7 @@ async fn zombie_is_fenced() {
         read_to_end(&topics.events, Isolation::ReadUncommitted, &BTreeMap::new())
             .unwrap_or_else(|e| panic!("{e}"));
     let (dead, _) = read_committed(&topics.dead_letter);
-    let distinct: BTreeSet<String> = (0..n).map(order_id).collect();
+    let distinct: BTreeSet<String> = (0..n).map(campus::order_id).collect();
     let f = fold(&requests, stock);
     let v = judge(&answers, &f, &distinct);
     let open: Vec<(i32, End)> = events_end

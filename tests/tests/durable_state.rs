@@ -7,8 +7,7 @@
 //! Each test runs, kills and restarts its own pipeline on its own topics
 //! and consumer group, and prints what it counted before asserting.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -21,12 +20,6 @@ const READY: Duration = Duration::from_secs(180);
 /// How long processing may take, a rebalance after a SIGKILL included (the
 /// dead member holds its partitions until its session times out).
 const WAIT: Duration = Duration::from_secs(240);
-
-fn write_pipeline(dir: &Path, toml: &str) -> PathBuf {
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
-}
 
 fn json_of(m: &OwnedMessage) -> Value {
     serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null)
@@ -51,107 +44,9 @@ fn summary(dead: &[(String, String)]) -> String {
     format!("{} dead-lettered, the first: {first:?}", dead.len())
 }
 
-async fn start(name: &str, pipeline: &Path, env: &HashMap<String, String>) -> WeirProcess {
-    let mut p = WeirProcess::spawn(name, pipeline, env);
-    p.ready(READY).await;
-    eprintln!(
-        "weir {name} (pid {:?}) ready, admin {}, log {}",
-        p.pid(),
-        p.admin,
-        p.log.display()
-    );
-    p
-}
-
-fn assert_running(processes: &mut [&mut WeirProcess]) {
-    for p in processes {
-        assert!(
-            p.running(),
-            "weir {} exited; its log:\n{}",
-            p.name,
-            p.log_tail(60)
-        );
-    }
-}
-
 // --- 1. Inventory: stock and answered orders survive a SIGKILL -------------
 
 const STOCK: usize = 300;
-
-fn inventory_toml() -> String {
-    format!(
-        r#"
-[[topic]]
-name = "{{prefix}}.orders"
-partitions = 3
-# One partition: one stock model (plugins/campus-inventory/README.md).
-[[topic]]
-name = "{{prefix}}.inventory.requests"
-partitions = 1
-[[topic]]
-name = "{{prefix}}.inventory-events"
-partitions = 3
-[[topic]]
-name = "{{prefix}}.dead-letter"
-partitions = 1
-
-[[stage]]
-name = "order-intake"
-plugin = "{passthrough}"
-inputs = ["{{prefix}}.orders"]
-outputs = {{ default = "{{prefix}}.inventory.requests" }}
-dead_letter = "{{prefix}}.dead-letter"
-
-[[stage]]
-name = "inventory"
-plugin = "{inventory}"
-inputs = ["{{prefix}}.inventory.requests"]
-outputs = {{ default = "{{prefix}}.inventory-events" }}
-dead_letter = "{{prefix}}.dead-letter"
-
-[stage.config]
-fail_rate = 0.0
-
-[stage.config.stock]
-burrito = {STOCK}
-"#,
-        passthrough = weir_test_programs::PASSTHROUGH,
-        inventory = weir_test_programs::CAMPUS_INVENTORY,
-    )
-}
-
-fn order_id(i: usize) -> String {
-    format!("order-{i:04}")
-}
-
-/// An `OrderPlaced` for one burrito, keyed by its order id, as the campus
-/// food-ordering service's producer sends it; the same `i` gives the same
-/// record (a re-send).
-fn order(i: usize) -> (String, Vec<u8>) {
-    let id = order_id(i);
-    let value = json!({
-        "eventId": format!("evt-{id}"), "eventType": "OrderPlaced", "orderId": id,
-        "items": [{"sku": "burrito", "qty": 1}], "createdAt": "2026-11-23T10:00:00Z"
-    });
-    (id, value.to_string().into_bytes())
-}
-
-/// Every answer on `topic`, by order id: the answers' kinds
-/// (`InventoryReserved`, or `InventoryFailed/REASON`), in order.
-fn answers(topic: &str) -> BTreeMap<String, Vec<String>> {
-    let mut by_order: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in read_all(topic) {
-        let v = json_of(&m);
-        let id = v["orderId"].as_str().unwrap_or("?").to_string();
-        let kind = match (v["eventType"].as_str(), v["reason"].as_str()) {
-            (Some(t), Some(reason)) => format!("{t}/{reason}"),
-            (Some(t), None) => t.to_string(),
-            _ => format!("unreadable: {v}"),
-        };
-        by_order.entry(id).or_default().push(kind);
-    }
-    by_order
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_survives_sigkill_and_two_processes() {
@@ -159,7 +54,7 @@ async fn inventory_survives_sigkill_and_two_processes() {
     let group = unique_prefix("durable-inv-group");
     let env = test_env(&prefix, &group);
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = write_pipeline(dir.path(), &inventory_toml());
+    let pipeline = write_pipeline(dir.path(), &campus::inventory_pipeline("", STOCK, ""));
     let t = |name: &str| format!("{prefix}.{name}");
     let (orders, requests, events, dlq) = (
         t("orders"),
@@ -169,12 +64,12 @@ async fn inventory_survives_sigkill_and_two_processes() {
     );
 
     // (a) 200 orders, all answered: 200 reserved, 100 burritos left.
-    let mut first = start("first", &pipeline, &env).await;
+    let mut first = start_weir("first", &pipeline, &env, READY).await;
     topics_exist(&[(&orders, 3), (&requests, 1), (&events, 3)]).await;
-    let first_orders: Vec<_> = (0..200).map(order).collect();
+    let first_orders: Vec<_> = (0..200).map(campus::order).collect();
     produce(&orders, &first_orders).await;
     let before = eventually("the first 200 orders answered", WAIT, || async {
-        let a = answers(&events);
+        let a = campus::answers(&read_all(&events));
         if a.len() == 200 {
             Ok(a)
         } else {
@@ -193,19 +88,19 @@ async fn inventory_survives_sigkill_and_two_processes() {
     eprintln!("killed weir first after 200 answers ({reserved_before} reserved)");
 
     // (c) Two processes of the same pipeline and group.
-    let mut second = start("second", &pipeline, &env).await;
-    let mut third = start("third", &pipeline, &env).await;
+    let mut second = start_weir("second", &pipeline, &env, READY).await;
+    let mut third = start_weir("third", &pipeline, &env, READY).await;
 
     // (d) 200 new orders, and 50 of the first 200 sent again.
-    let mut again: Vec<_> = (200..400).map(order).collect();
-    again.extend((0..50).map(order));
+    let mut again: Vec<_> = (200..400).map(campus::order).collect();
+    again.extend((0..50).map(campus::order));
     produce(&orders, &again).await;
     settled(&format!("{group}.order-intake"), &[&orders], WAIT).await;
     settled(&format!("{group}.inventory"), &[&requests], WAIT).await;
     assert_running(&mut [&mut second, &mut third]);
 
-    let after = answers(&events);
-    let distinct: BTreeSet<String> = (0..400).map(order_id).collect();
+    let after = campus::answers(&read_all(&events));
+    let distinct: BTreeSet<String> = (0..400).map(campus::order_id).collect();
     let reserved = after
         .iter()
         .filter(|(_, k)| k.iter().any(|k| k == "InventoryReserved"))
@@ -220,7 +115,11 @@ async fn inventory_survives_sigkill_and_two_processes() {
         .collect();
     let duplicates: usize = after.values().map(|k| k.len() - 1).sum();
     let resent_answered_again = (0..50)
-        .filter(|i| after.get(&order_id(*i)).is_some_and(|k| k.len() > 1))
+        .filter(|i| {
+            after
+                .get(&campus::order_id(*i))
+                .is_some_and(|k| k.len() > 1)
+        })
         .count();
     let lost: Vec<&String> = distinct
         .iter()
@@ -339,7 +238,7 @@ async fn analytics_totals_survive_restart() {
     );
     let stage_group = format!("{group}.order-analytics");
 
-    let mut first = start("first", &pipeline, &env).await;
+    let mut first = start_weir("first", &pipeline, &env, READY).await;
     topics_exist(&[(&input, 1), (&output, 1)]).await;
     produce(&input, &(0..BEFORE).map(placed).collect::<Vec<_>>()).await;
     // Counted, published and committed: everything before the kill is done.
@@ -351,7 +250,7 @@ async fn analytics_totals_survive_restart() {
 
     first.kill();
     eprintln!("killed weir first at total_orders = {BEFORE}");
-    let mut second = start("second", &pipeline, &env).await;
+    let mut second = start_weir("second", &pipeline, &env, READY).await;
     let mut more: Vec<_> = (BEFORE..BEFORE + NEW).map(placed).collect();
     more.extend((0..RESENT).map(placed));
     produce(&input, &more).await;
@@ -481,7 +380,7 @@ async fn alert_lifecycle_open_alerts_survive_restart() {
         settled(&format!("{group}.alert-lifecycle"), &[&commands], WAIT).await;
     };
 
-    let mut first = start("first", &pipeline, &env).await;
+    let mut first = start_weir("first", &pipeline, &env, READY).await;
     topics_exist(&[(&anomalies, 3), (&actions, 3), (&commands, 3), (&alerts, 3)]).await;
     produce(&anomalies, &(0..ALERTS).map(anomaly).collect::<Vec<_>>()).await;
     settle().await;
@@ -500,8 +399,8 @@ async fn alert_lifecycle_open_alerts_survive_restart() {
 
     first.kill();
     eprintln!("killed weir first with {ALERTS} open alerts");
-    let mut second = start("second", &pipeline, &env).await;
-    let mut third = start("third", &pipeline, &env).await;
+    let mut second = start_weir("second", &pipeline, &env, READY).await;
+    let mut third = start_weir("third", &pipeline, &env, READY).await;
 
     // Every open alert acknowledged; then a third of the anomalies re-sent
     // (a re-sent anomaly finds its alert and opens no other).

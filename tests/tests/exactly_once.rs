@@ -4,90 +4,16 @@
 //! consumer sees it, with its stock exact, and leaves no transaction open.
 //! The chaos tests (`chaos.rs`) do the same with more processes and kills.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::Message;
-use serde_json::{Value, json};
+use serde_json::Value;
 use weir_integration_tests::*;
 
 const READY: Duration = Duration::from_secs(180);
 const WAIT: Duration = Duration::from_secs(240);
 const STOCK: usize = 450;
 const ORDERS: usize = 600;
-
-fn pipeline_toml() -> String {
-    format!(
-        r#"
-[kafka]
-processing = "exactly_once"
-
-[[topic]]
-name = "{{prefix}}.orders"
-partitions = 3
-[[topic]]
-name = "{{prefix}}.inventory.requests"
-partitions = 1
-[[topic]]
-name = "{{prefix}}.inventory-events"
-partitions = 3
-[[topic]]
-name = "{{prefix}}.dead-letter"
-partitions = 1
-
-[[stage]]
-name = "order-intake"
-plugin = "{passthrough}"
-inputs = ["{{prefix}}.orders"]
-outputs = {{ default = "{{prefix}}.inventory.requests" }}
-dead_letter = "{{prefix}}.dead-letter"
-state = "none"
-
-[[stage]]
-name = "inventory"
-plugin = "{inventory}"
-inputs = ["{{prefix}}.inventory.requests"]
-outputs = {{ default = "{{prefix}}.inventory-events" }}
-dead_letter = "{{prefix}}.dead-letter"
-
-[stage.config]
-fail_rate = 0.0
-
-[stage.config.stock]
-burrito = {STOCK}
-"#,
-        passthrough = weir_test_programs::PASSTHROUGH,
-        inventory = weir_test_programs::CAMPUS_INVENTORY,
-    )
-}
-
-fn order(i: usize) -> (String, Vec<u8>) {
-    let id = format!("order-{i:04}");
-    let value = json!({
-        "eventId": format!("evt-{id}"), "eventType": "OrderPlaced", "orderId": id,
-        "items": [{"sku": "burrito", "qty": 1}], "createdAt": "2026-11-23T10:00:00Z"
-    });
-    (id, value.to_string().into_bytes())
-}
-
-/// Every answer a read_committed consumer sees, by order id.
-fn answers(topic: &str) -> BTreeMap<String, Vec<String>> {
-    let mut by_order: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in read_committed(topic) {
-        let v: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
-        let id = v["orderId"].as_str().unwrap_or("?").to_string();
-        let kind = v["eventType"].as_str().unwrap_or("?").to_string();
-        by_order.entry(id).or_default().push(kind);
-    }
-    by_order
-}
-
-async fn start(name: &str, pipeline: &Path, env: &HashMap<String, String>) -> WeirProcess {
-    let mut p = WeirProcess::spawn(name, pipeline, env);
-    p.ready(READY).await;
-    p
-}
 
 async fn stage_metrics(admin: std::net::SocketAddr, stage: &str) -> Value {
     let (code, body) = http(admin, "GET", &format!("/api/v1/stages/{stage}"), None).await;
@@ -105,7 +31,11 @@ async fn a_sigkilled_exactly_once_pipeline_answers_each_order_once() {
     env.insert("WEIR_INSTANCE_ID".into(), "eos-a".into());
     let dir = tempfile::tempdir().unwrap();
     let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(&pipeline, pipeline_toml()).unwrap();
+    std::fs::write(
+        &pipeline,
+        campus::inventory_pipeline("processing = \"exactly_once\"", STOCK, "state = \"none\""),
+    )
+    .unwrap();
     let t = |name: &str| format!("{prefix}.{name}");
     let (orders, requests, events, dlq) = (
         t("orders"),
@@ -114,12 +44,12 @@ async fn a_sigkilled_exactly_once_pipeline_answers_each_order_once() {
         t("dead-letter"),
     );
 
-    let mut first = start("first", &pipeline, &env).await;
+    let mut first = start_weir("first", &pipeline, &env, READY).await;
     topics_exist(&[(&orders, 3), (&requests, 1), (&events, 3)]).await;
-    let all: Vec<_> = (0..ORDERS).map(order).collect();
+    let all: Vec<_> = (0..ORDERS).map(campus::order).collect();
     produce(&orders, &all[..ORDERS / 2]).await;
     eventually("some answers committed", WAIT, || async {
-        let n = answers(&events).len();
+        let n = campus::answers(&read_committed(&events)).len();
         if n >= 100 {
             Ok(())
         } else {
@@ -133,10 +63,10 @@ async fn a_sigkilled_exactly_once_pipeline_answers_each_order_once() {
     // second half as it arrives.
     produce(&orders, &all[ORDERS / 2..]).await;
     first.kill();
-    let second = start("second", &pipeline, &env).await;
+    let second = start_weir("second", &pipeline, &env, READY).await;
 
     eventually("every order answered", WAIT, || async {
-        let a = answers(&events);
+        let a = campus::answers(&read_committed(&events));
         if a.len() == ORDERS {
             Ok(())
         } else {
@@ -147,10 +77,10 @@ async fn a_sigkilled_exactly_once_pipeline_answers_each_order_once() {
     // And later transactions of the same process go through too (each
     // commit's changelog records once left the buffer budget short, so
     // that the second transaction never got its records enqueued).
-    let more: Vec<_> = (ORDERS..ORDERS + 100).map(order).collect();
+    let more: Vec<_> = (ORDERS..ORDERS + 100).map(campus::order).collect();
     produce(&orders, &more).await;
     let answered = eventually("the later orders answered", WAIT, || async {
-        let a = answers(&events);
+        let a = campus::answers(&read_committed(&events));
         if a.len() == ORDERS + 100 {
             Ok(a)
         } else {
@@ -173,7 +103,7 @@ async fn a_sigkilled_exactly_once_pipeline_answers_each_order_once() {
     let answered = {
         // Settled: read again, so nothing committed after the first full
         // read is missed.
-        let again = answers(&events);
+        let again = campus::answers(&read_committed(&events));
         assert!(again.len() >= answered.len());
         again
     };

@@ -10,7 +10,7 @@
 //! and prints what it counted before asserting.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,35 +24,6 @@ const READY: Duration = Duration::from_secs(180);
 /// included (the dead member holds its partitions until its session, 10 s,
 /// times out).
 const WAIT: Duration = Duration::from_secs(240);
-
-fn write_pipeline(dir: &Path, toml: &str) -> PathBuf {
-    let path = dir.join("pipeline.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
-}
-
-async fn start(name: &str, pipeline: &Path, env: &HashMap<String, String>) -> WeirProcess {
-    let mut p = WeirProcess::spawn(name, pipeline, env);
-    p.ready(READY).await;
-    eprintln!(
-        "weir {name} (pid {:?}) ready, admin {}, log {}",
-        p.pid(),
-        p.admin,
-        p.log.display()
-    );
-    p
-}
-
-fn assert_running(processes: &mut [&mut WeirProcess]) {
-    for p in processes {
-        assert!(
-            p.running(),
-            "weir {} exited; its log:\n{}",
-            p.name,
-            p.log_tail(60)
-        );
-    }
-}
 
 /// `weir.error` of every record of a dead-letter topic.
 fn dead_letters(topic: &str) -> Vec<String> {
@@ -284,7 +255,7 @@ impl F1 {
     }
 
     async fn start(&self, name: &str) -> WeirProcess {
-        start(name, &self.pipeline, &self.env).await
+        start_weir(name, &self.pipeline, &self.env, READY).await
     }
 
     async fn settle(&self) {
@@ -548,8 +519,8 @@ async fn stateful_inputs_stay_co_partitioned_across_processes() {
     );
     let stage_group = format!("{group}.join");
 
-    let mut one = start("one", &pipeline, &env).await;
-    let mut two = start("two", &pipeline, &env).await;
+    let mut one = start_weir("one", &pipeline, &env, READY).await;
+    let mut two = start_weir("two", &pipeline, &env, READY).await;
     topics_exist(&[(&left, 3), (&right, 3), (&joined, 3)]).await;
 
     // The group's own description: every member's partitions of `left`
@@ -658,8 +629,8 @@ async fn state_query_names_the_owner() {
         env.insert("WEIR_INSTANCE_ID".into(), id.into());
         env
     };
-    let alpha = start("alpha", &f1.pipeline, &env("alpha")).await;
-    let beta = start("beta", &f1.pipeline, &env("beta")).await;
+    let alpha = start_weir("alpha", &f1.pipeline, &env("alpha"), READY).await;
+    let beta = start_weir("beta", &f1.pipeline, &env("beta"), READY).await;
     topics_exist(&[(&f1.input, 3), (&f1.output, 3)]).await;
     let sets = split(&[&alpha, &beta], STAGE, 3).await;
     eprintln!("alpha holds {:?}, beta {:?}", sets[0], sets[1]);
