@@ -8,7 +8,7 @@
 #      fetched with Maven (cached after the first run),
 #   5. builds the `weir` binary (WEIR_TEST_BIN) for the tests that run it as
 #      a child process,
-#   6. runs `cargo test --workspace` against it (build.rs builds the plugins),
+#   6. runs `cargo test --workspace --no-fail-fast` against it (build.rs builds the plugins),
 #   7. stops the broker, on failure too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,5 +81,6 @@ export WEIR_TEST_BIN
 echo "weir binary at $WEIR_TEST_BIN" >&2
 
 step "cargo test --workspace"
-WEIR_TEST_KAFKA_BOOTSTRAP="$bootstrap" cargo test --workspace --locked "$@"
+# --no-fail-fast: one failing suite does not hide how the others fare.
+WEIR_TEST_KAFKA_BOOTSTRAP="$bootstrap" cargo test --workspace --locked --no-fail-fast "$@"
 disk_report

@@ -114,8 +114,11 @@ async fn run_control_generators_faults_and_state() {
     )
     .await;
     assert_eq!(code, 200);
-    status_until(admin, "200 produced and analysed", |s| {
-        s["run"]["generator"]["produced"] == 200 && stage_metric(s, "degradation", "emitted") == 200
+    // ...and the run over: a start while a run is going leaves it as it is.
+    status_until(admin, "200 produced and analysed, the run over", |s| {
+        s["run"]["generator"]["produced"] == 200
+            && s["run"]["generating"] == false
+            && stage_metric(s, "degradation", "emitted") == 200
     })
     .await;
 
