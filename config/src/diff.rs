@@ -2,7 +2,7 @@
 //! a new one, stage by stage. Pure: the plugin files' digests are read by
 //! the caller and passed in, so every kind of change is testable offline.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::model::{PipelineConfig, StageConfig};
 
@@ -71,15 +71,6 @@ impl ConfigDiff {
         self == &ConfigDiff::default()
     }
 
-    /// Every stage the diff touches, each once.
-    pub fn stages(&self) -> BTreeSet<&str> {
-        [&self.added, &self.removed, &self.restarted, &self.swapped]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect()
-    }
-
     /// One line per change (`added x`, `swapped y`, ...), for the reload's
     /// outcome.
     pub fn describe(&self) -> Vec<String> {
@@ -127,10 +118,8 @@ fn io_changed(old: &StageConfig, new: &StageConfig) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::path::Path;
-
     use super::*;
+    use crate::tests::{no_env, pipeline_path};
 
     const BASE: &str = r#"
 [kafka]
@@ -163,9 +152,7 @@ dead_letter = "dlq"
 "#;
 
     fn parse(source: &str) -> PipelineConfig {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/pipeline.toml");
-        crate::parse(&path, source, &HashMap::<String, String>::new())
-            .unwrap_or_else(|e| panic!("{e}"))
+        crate::parse(&pipeline_path(), source, &no_env()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Every stage of `config` running with a plugin of digest `d`.
@@ -288,6 +275,5 @@ dead_letter = "dlq"
             swapped: vec!["b".into()],
         };
         assert_eq!(d.describe(), ["added c", "restarted a", "swapped b"]);
-        assert_eq!(d.stages().into_iter().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 }

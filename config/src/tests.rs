@@ -12,11 +12,11 @@ use super::*;
 
 /// A pipeline path whose directory holds `empty.wasm`, so plugin checks pass. The file itself
 /// need not exist: `parse` is given the text.
-fn pipeline_path() -> PathBuf {
+pub(crate) fn pipeline_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/pipeline.toml")
 }
 
-fn no_env() -> HashMap<String, String> {
+pub(crate) fn no_env() -> HashMap<String, String> {
     HashMap::new()
 }
 

@@ -481,12 +481,7 @@ fn first<T: std::fmt::Debug>(items: &[T]) -> String {
 
 fn signal(p: &WeirProcess, sig: &str) {
     let pid = p.pid().expect("a running process");
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} {pid}: {status}");
+    weir_integration_tests::signal(pid as i32, sig);
 }
 
 /// The log lines of `p` about partitions of `stage`: (assigned, partitions)

@@ -36,13 +36,15 @@ impl Stage {
         };
         let consumer = self.consumer.clone();
         let started = Instant::now();
-        let assignment = consumer.assignment().unwrap_or_default();
-        if let Err(e) = consumer.pause(&assignment) {
-            tracing::warn!(stage = self.config.name, error = %e, "cannot pause for a restore");
-        }
+        // Only a read of the changelog polls the group consumer meanwhile;
+        // a rewind or a seek alone has nothing to hold back.
         let outcome = if todo.is_empty() {
             Ok(changelog::Restored::default())
         } else {
+            let assignment = consumer.assignment().unwrap_or_default();
+            if let Err(e) = consumer.pause(&assignment) {
+                tracing::warn!(stage = self.config.name, error = %e, "cannot pause for a restore");
+            }
             self.read_changelog(&topic, &todo, abandon)
         };
         // Resume all that is assigned and not waiting for a restore; a
