@@ -222,6 +222,19 @@ impl Stage {
         )?;
         let old = std::mem::replace(&mut self.consumer, Arc::new(fresh));
         match Arc::try_unwrap(old) {
+            // Closing waits for librdkafka to finish giving up the old
+            // assignment, which a consumer stuck out of its group (waiting
+            // for an unassign to complete) may never do: with nothing left
+            // assigned, and so nothing for its callbacks to revoke, it is
+            // closed on a thread of its own rather than block the stage.
+            Ok(old) if old.assignment().map_or(true, |a| a.count() == 0) => {
+                let closing = std::thread::Builder::new()
+                    .name(format!("weir-close-{}", self.config.name))
+                    .spawn(move || drop(old));
+                if let Err(e) = closing {
+                    tracing::warn!(stage = self.config.name, error = %e, "old consumer closed in place");
+                }
+            }
             Ok(old) => drop(old),
             // Held elsewhere still: it closes when the last holder lets go.
             Err(_) => tracing::warn!(stage = self.config.name, "old consumer still shared"),
