@@ -9,6 +9,7 @@
 #   5. builds the `weir` binary (WEIR_TEST_BIN) for the tests that run it as
 #      a child process,
 #   6. runs `cargo test --workspace --no-fail-fast` against it (build.rs builds the plugins),
+#      then the admin API's tests in a build without the scenarios feature,
 #   7. stops the broker, on failure too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,8 @@ if [ "${WEIR_SKIP_LINT:-0}" != 1 ]; then
   cargo fmt --all -- --check
   step "cargo clippy"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  step "cargo clippy, weir without the scenarios feature"
+  cargo clippy -p weir -p weir-admin --no-default-features --all-targets --locked -- -D warnings
 fi
 
 step "schemathesis"
@@ -82,5 +85,11 @@ echo "weir binary at $WEIR_TEST_BIN" >&2
 
 step "cargo test --workspace"
 # --no-fail-fast: one failing suite does not hide how the others fare.
-WEIR_TEST_KAFKA_BOOTSTRAP="$bootstrap" cargo test --workspace --locked --no-fail-fast "$@"
+status=0
+WEIR_TEST_KAFKA_BOOTSTRAP="$bootstrap" cargo test --workspace --locked --no-fail-fast "$@" || status=$?
+step "the admin API without the scenarios feature"
+# Only weir-admin is built again: its routes and served document without
+# run control.
+cargo test -p weir-admin --no-default-features --locked "$@" || status=$?
+[ "$status" -eq 0 ] || exit "$status"
 disk_report

@@ -103,6 +103,7 @@ mod keypath;
 mod model;
 mod partitions;
 mod raw;
+pub mod request;
 mod sandbox;
 mod validate;
 

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::PipelineConfig;
 use crate::config::{Env, ProcessEnv};
+#[cfg(feature = "scenarios")]
 use crate::control::{RunControl, StartRequest};
 use crate::kafka::{KafkaClients, ensure_topics};
 use crate::metrics::Registry;
@@ -87,6 +88,7 @@ pub struct RunOptions {
     /// `false` here or in `[admin].autostart` starts paused.
     pub autostart: bool,
     /// A generator to start with the pipeline.
+    #[cfg(feature = "scenarios")]
     pub generator: Option<StartRequest>,
     pub reload: ReloadHandle,
     /// On stop, how long stages wait for the broker to acknowledge what is
@@ -105,6 +107,7 @@ impl Default for RunOptions {
             watch: true,
             admin_token: None,
             autostart: true,
+            #[cfg(feature = "scenarios")]
             generator: None,
             drain_timeout: crate::topology::DEFAULT_DRAIN_TIMEOUT,
             reload: ReloadHandle::default(),
@@ -209,17 +212,21 @@ fn spawn_reloader(
 
 /// Logs one line every few seconds: rates per stage, alerts, dead-letters
 /// and lag, so a running weir shows life without a dashboard.
-async fn summarise(metrics: Arc<Registry>, control: RunControl, shutdown: CancellationToken) {
+async fn summarise(
+    metrics: Arc<Registry>,
+    generated: impl Fn() -> u64,
+    shutdown: CancellationToken,
+) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
     let mut last = metrics.stages();
-    let mut produced = control.status().generator.produced;
+    let mut produced = generated();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}
         }
         let now = metrics.stages();
-        let generated = control.status().generator.produced;
+        let generated = generated();
         let per_sec = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / EVERY.as_secs_f64();
         let stages: Vec<String> = now
             .iter()
@@ -281,10 +288,18 @@ pub async fn run(
     );
     // Either `[admin].autostart = false` or `--no-autostart` starts paused.
     let autostart = options.autostart && config.admin.autostart;
+    if !autostart && !cfg!(feature = "scenarios") {
+        anyhow::bail!(
+            "the stages would start paused ([admin].autostart = false or --no-autostart), and \
+             this weir is built without the scenarios feature, whose POST /api/v1/start \
+             resumes them"
+        );
+    }
     stage_control
         .paused
         .store(!autostart, std::sync::atomic::Ordering::Relaxed);
     let topology = Topology::build(&config, &runtime, &clients, &stage_control)?;
+    #[cfg(feature = "scenarios")]
     let control = RunControl::new(
         stage_control.clone(),
         clients.clone(),
@@ -296,7 +311,6 @@ pub async fn run(
     let admin_state = AdminState::new(bootstrap, embedded, metrics.clone())
         .with_reload(options.reload.clone())
         .with_token(options.admin_token.clone())
-        .with_control(control.clone())
         .with_state(state.clone())
         .with_owners({
             let (clients, kafka) = (clients.clone(), config.kafka.clone());
@@ -312,6 +326,8 @@ pub async fn run(
             })
         })
         .with_listen(listener.local_addr()?);
+    #[cfg(feature = "scenarios")]
+    let admin_state = admin_state.with_control(control.clone());
     tracing::info!(listen = %listener.local_addr()?, "admin API listening");
     let server = {
         let shutdown = shutdown.clone();
@@ -335,16 +351,17 @@ pub async fn run(
         shutdown.clone(),
     );
     spawn_reloader(controller, options.watch, &options.reload, shutdown.clone())?;
+    #[cfg(feature = "scenarios")]
     if let Some(start) = &options.generator
         && let Err(e) = control.start(start)
     {
         tracing::warn!(error = e, "cannot start the generator");
     }
-    tokio::spawn(summarise(
-        metrics.clone(),
-        control.clone(),
-        shutdown.clone(),
-    ));
+    #[cfg(feature = "scenarios")]
+    let generated = move || control.status().generator.produced;
+    #[cfg(not(feature = "scenarios"))]
+    let generated = || 0;
+    tokio::spawn(summarise(metrics.clone(), generated, shutdown.clone()));
     let result = running.wait().await;
     // A failed stage stops the whole pipeline, admin server included.
     shutdown.cancel();

@@ -6,12 +6,10 @@
 //! into running stage tasks; [`kafka`] and [`wasm`] own the I/O and the
 //! plugin runtime; [`admin`] serves the REST API.
 
-pub mod admin;
 pub mod app;
+pub use weir_admin as admin;
 pub use weir_config as config;
+pub use weir_engine::{kafka, topology, watch};
 pub use weir_runtime::{metrics, state, wasm};
-pub mod control;
-pub mod generate;
-pub mod kafka;
-pub mod topology;
-pub mod watch;
+#[cfg(feature = "scenarios")]
+pub use weir_scenarios::{control, generate};

@@ -178,6 +178,7 @@ struct RunFlags {
 
 /// The first run shows life: on the embedded broker the F1 generator
 /// starts at a gentle rate.
+#[cfg(feature = "scenarios")]
 const DEFAULT_EMBEDDED_RATE: f64 = 20.0;
 
 fn run(
@@ -216,25 +217,33 @@ fn run(
     };
     let shutdown = CancellationToken::new();
     rt.spawn(signal(shutdown.clone()));
-    let rate = flags.generator_rate.unwrap_or(if embedded.is_some() {
-        DEFAULT_EMBEDDED_RATE
-    } else {
-        0.0
-    });
-    let generator = (rate > 0.0).then(|| weir::control::StartRequest {
-        bootstrap_servers: None,
-        rate_per_sec: rate,
-        max_messages: None,
-        scenario: "f1".into(),
-        topic_prefix: None,
-        fault: None,
-        skus: None,
-    });
+    #[cfg(feature = "scenarios")]
+    let generator = {
+        let rate = flags.generator_rate.unwrap_or(if embedded.is_some() {
+            DEFAULT_EMBEDDED_RATE
+        } else {
+            0.0
+        });
+        (rate > 0.0).then(|| weir::control::StartRequest {
+            bootstrap_servers: None,
+            rate_per_sec: rate,
+            max_messages: None,
+            scenario: "f1".into(),
+            topic_prefix: None,
+            fault: None,
+            skus: None,
+        })
+    };
+    #[cfg(not(feature = "scenarios"))]
+    if flags.generator_rate.is_some_and(|rate| rate > 0.0) {
+        anyhow::bail!("--generator-rate needs a weir built with the scenarios feature");
+    }
     let options = weir::app::RunOptions {
         runtime: RuntimeOptions::from_env(),
         env: std::sync::Arc::new(ProcessEnv),
         watch: flags.watch,
         autostart: flags.autostart,
+        #[cfg(feature = "scenarios")]
         generator,
         admin_token: std::env::var("WEIR_ADMIN_TOKEN")
             .ok()

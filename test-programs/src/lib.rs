@@ -8,7 +8,13 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     /// The sources that test with the fixtures.
-    const TEST_SOURCES: &[&str] = &["tests/tests", "tests/src", "host/tests", "host/benches"];
+    const TEST_SOURCES: &[&str] = &[
+        "tests/tests",
+        "tests/src",
+        "host/tests",
+        "host/benches",
+        "engine/tests",
+    ];
 
     fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

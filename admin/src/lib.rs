@@ -5,7 +5,10 @@
 mod docs;
 pub use docs::OPENAPI;
 mod error;
+mod extract;
 mod prometheus;
+mod query;
+#[cfg(feature = "scenarios")]
 mod run;
 
 use std::collections::BTreeMap;
@@ -21,15 +24,17 @@ use serde::Serialize;
 
 pub use error::AppError;
 
-use crate::control::RunControl;
-use crate::metrics::{Registry, StageSnapshot};
-use crate::state::StateStore;
-use crate::topology::handle::ReloadHandle;
-use crate::topology::reload::ReloadOutcome;
-use crate::topology::{Running, StageInfo};
+use weir_engine::topology::handle::ReloadHandle;
+use weir_engine::topology::reload::ReloadOutcome;
+use weir_engine::topology::{Running, StageInfo};
+use weir_runtime::metrics::{Registry, StageSnapshot};
+use weir_runtime::state::StateStore;
+#[cfg(feature = "scenarios")]
+use weir_scenarios::control::RunControl;
 
 /// `(stage, partition)` to the group member that holds it, if known.
-pub type Owners = Arc<dyn Fn(&str, i32) -> Option<crate::kafka::Member> + Send + Sync + 'static>;
+pub type Owners =
+    Arc<dyn Fn(&str, i32) -> Option<weir_engine::kafka::Member> + Send + Sync + 'static>;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -47,6 +52,7 @@ struct Inner {
     reload: ReloadHandle,
     /// When set, requests that change state must carry it as a bearer token.
     token: Option<String>,
+    #[cfg(feature = "scenarios")]
     control: Option<RunControl>,
     state: Option<Arc<dyn StateStore>>,
     /// Which member of a stage's group holds a partition, for a state
@@ -68,6 +74,7 @@ impl AdminState {
                 running: RwLock::new(None),
                 reload: ReloadHandle::default(),
                 token: None,
+                #[cfg(feature = "scenarios")]
                 control: None,
                 state: None,
                 owners: None,
@@ -95,6 +102,7 @@ impl AdminState {
     }
 
     /// Run control (start, stop, faults, generators).
+    #[cfg(feature = "scenarios")]
     pub fn with_control(mut self, control: RunControl) -> Self {
         self.inner_mut().control = Some(control);
         self
@@ -143,20 +151,12 @@ impl AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    // Everything that changes state sits behind the token check. The F1
-    // Kafka demo's `kafka-demo` paths answer too, so its clients keep working.
-    // Every route is in `openapi.json`; `docs::tests` checks both ways.
+    // Everything that changes state sits behind the token check. Every
+    // route is in `openapi.json`; `docs::tests` checks both ways.
     let changes = Router::new()
-        .route("/api/v1/start", post(run::start))
-        .route("/api/v1/stop", post(run::stop))
-        .route("/api/v1/fault", post(run::fault))
-        .route("/api/v1/kafka-demo/start", post(run::start))
-        .route("/api/v1/kafka-demo/stop", post(run::stop))
-        .route("/api/v1/kafka-demo/fault", post(run::fault))
         .route("/api/v1/reload", post(reload))
-        .route("/api/v1/replay", post(run::replay))
-        .route("/api/v1/produce", post(run::produce))
-        .route("/api/v1/load-test", post(run::load_test))
+        .route("/api/v1/replay", post(query::replay));
+    let changes = with_run_control(changes)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(changes)
@@ -164,13 +164,36 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/kafka-demo/status", get(status))
         .route("/api/v1/stages", get(stages))
         .route("/api/v1/stages/{stage}", get(stage))
-        .route("/api/v1/stages/{stage}/state/{key}", get(run::state_value))
+        .route(
+            "/api/v1/stages/{stage}/state/{key}",
+            get(query::state_value),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api-docs/openapi.json", get(docs::openapi))
         .route("/api-docs", get(docs::page))
         .with_state(state)
+}
+
+/// The scenario runs' routes. The F1 Kafka demo's `kafka-demo` paths
+/// answer too, so its clients keep working.
+#[cfg(feature = "scenarios")]
+fn with_run_control(changes: Router<AdminState>) -> Router<AdminState> {
+    changes
+        .route("/api/v1/start", post(run::start))
+        .route("/api/v1/stop", post(run::stop))
+        .route("/api/v1/fault", post(run::fault))
+        .route("/api/v1/kafka-demo/start", post(run::start))
+        .route("/api/v1/kafka-demo/stop", post(run::stop))
+        .route("/api/v1/kafka-demo/fault", post(run::fault))
+        .route("/api/v1/produce", post(run::produce))
+        .route("/api/v1/load-test", post(run::load_test))
+}
+
+#[cfg(not(feature = "scenarios"))]
+fn with_run_control(changes: Router<AdminState>) -> Router<AdminState> {
+    changes
 }
 
 async fn require_token(
@@ -207,13 +230,29 @@ async fn reload(State(state): State<AdminState>) -> Result<Json<ReloadOutcome>, 
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        prometheus::render(
+            &state.inner.metrics,
+            &snapshots(&state),
+            &generator_counters(&state),
+        ),
+    )
+}
+
+/// The scenario generators' counters, as extra Prometheus series.
+#[cfg(feature = "scenarios")]
+fn generator_counters(state: &AdminState) -> Vec<(&'static str, &'static str, u64)> {
     let generator = state
         .inner
         .control
         .as_ref()
         .map(|c| c.status().generator)
         .unwrap_or_default();
-    let extra = [
+    vec![
         (
             "generator_produced_total",
             "Generated records the broker acknowledged.",
@@ -229,14 +268,12 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
             "Generated records sent twice by the fault profile.",
             generator.duplicated,
         ),
-    ];
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        prometheus::render(&state.inner.metrics, &snapshots(&state), &extra),
-    )
+    ]
+}
+
+#[cfg(not(feature = "scenarios"))]
+fn generator_counters(_: &AdminState) -> Vec<(&'static str, &'static str, u64)> {
+    Vec::new()
 }
 
 /// The status: pipeline, stages with metrics, reload and run control.
@@ -254,6 +291,13 @@ pub(crate) fn full_status(state: &AdminState) -> serde_json::Value {
         "reload": state.inner.reload.status(),
         "stages": stages,
     });
+    add_run(state, &stages, &mut v);
+    v
+}
+
+/// What run control adds to the status: the run, its generator and faults.
+#[cfg(feature = "scenarios")]
+fn add_run(state: &AdminState, stages: &[StageStatus], v: &mut serde_json::Value) {
     if let Some(control) = &state.inner.control {
         let run = control.status();
         v["running"] = serde_json::json!(run.running && !stages.is_empty());
@@ -268,8 +312,10 @@ pub(crate) fn full_status(state: &AdminState) -> serde_json::Value {
         v["last_message_at"] = serde_json::json!(run.last_message_at);
         v["last_error"] = serde_json::json!(run.last_error);
     }
-    v
 }
+
+#[cfg(not(feature = "scenarios"))]
+fn add_run(_: &AdminState, _: &[StageStatus], _: &mut serde_json::Value) {}
 
 async fn healthz() -> &'static str {
     "ok"
@@ -327,7 +373,7 @@ async fn stages(State(state): State<AdminState>) -> Json<Vec<StageStatus>> {
 
 async fn stage(
     State(state): State<AdminState>,
-    run::Segments(name): run::Segments<String>,
+    extract::Segments(name): extract::Segments<String>,
 ) -> Result<Json<StageStatus>, AppError> {
     let info = state
         .stages()
@@ -338,7 +384,7 @@ async fn stage(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
@@ -380,14 +426,40 @@ mod tests {
         send(router, Request::get(uri).body(Body::empty()).unwrap()).await
     }
 
-    pub(super) fn test_state() -> AdminState {
+    pub(crate) fn test_state() -> AdminState {
         state()
+    }
+
+    /// Status and JSON body (`Null` if not JSON) of `method uri` with a
+    /// JSON `body`, on the test state.
+    pub(crate) async fn send_json(
+        method: &str,
+        uri: &str,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        send(router(test_state()), request).await
+    }
+
+    /// The fields a 422 names.
+    pub(crate) fn fields(body: &serde_json::Value) -> Vec<&str> {
+        body["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["field"].as_str())
+            .collect()
     }
 
     #[tokio::test]
     async fn status_lists_stages_with_metrics() {
         let s = state();
-        crate::metrics::StageMetrics::add(&s.inner.metrics.stage("degradation").consumed, 7);
+        weir_runtime::metrics::StageMetrics::add(&s.inner.metrics.stage("degradation").consumed, 7);
         let (code, body) = get_json(router(s), "/api/v1/status").await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(body["running"], true);
@@ -427,6 +499,25 @@ mod tests {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         send(router, req.body(Body::empty()).unwrap()).await
+    }
+
+    /// A build without the scenarios feature has no run control to serve
+    /// and does not pretend to: the routes and their documentation are gone.
+    #[cfg(not(feature = "scenarios"))]
+    #[tokio::test]
+    async fn without_scenarios_run_control_is_not_served() {
+        for uri in [
+            "/api/v1/start",
+            "/api/v1/stop",
+            "/api/v1/fault",
+            "/api/v1/load-test",
+        ] {
+            let (code, _) = post(router(state()), uri, None).await;
+            assert_eq!(code, StatusCode::NOT_FOUND, "{uri}");
+        }
+        let (_, doc) = get_json(router(state()), "/api-docs/openapi.json").await;
+        assert!(doc["paths"].get("/api/v1/start").is_none(), "{doc}");
+        assert!(doc["paths"].get("/api/v1/status").is_some(), "{doc}");
     }
 
     #[tokio::test]

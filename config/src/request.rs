@@ -1,14 +1,22 @@
-//! Field deserializers that hold request bodies to what `openapi.json`
-//! declares, where serde's defaults are looser or stricter than JSON
-//! Schema: serde reads `null` into any `Option` and a sequence into any
-//! struct, and refuses `97.0` for an integer, which JSON Schema counts as
-//! one.
-
+//! Admin API request bodies held to what its OpenAPI document declares, as
+//! strictly as `pipeline.toml` is held to its format: a [`FieldError`] per
+//! wrong field, and field deserializers where serde's defaults are looser
+//! or stricter than JSON Schema (serde reads `null` into any `Option` and a
+//! sequence into any struct, and refuses `97.0` for an integer, which JSON
+//! Schema counts as one).
 use std::fmt;
 use std::marker::PhantomData;
 
+use serde::Serialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Unexpected, Visitor};
+
+/// A field of a request body that is wrong, and why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
 
 /// A `T` read only from a JSON object: a derived struct also reads from
 /// an array of its fields in order, which no request body may be.
@@ -33,7 +41,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
 }
 
 /// An optional field that may be absent but not `null`: use with
-/// `#[serde(default, deserialize_with = "de::present")]`. serde calls it
+/// `#[serde(default, deserialize_with = "request::present")]`. serde calls it
 /// only when the field is there, so absence still gives `None`.
 pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where

@@ -16,11 +16,11 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Produc
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
-use weir::kafka::KafkaClients;
-use weir::metrics::{Registry, StageSnapshot};
-use weir::state::MemoryState;
-use weir::topology::{StageControl, Topology, TopologyError};
-use weir::wasm::{Runtime, RuntimeOptions};
+use weir_engine::kafka::KafkaClients;
+use weir_engine::topology::{StageControl, Topology, TopologyError};
+use weir_runtime::metrics::{Registry, StageSnapshot};
+use weir_runtime::state::MemoryState;
+use weir_runtime::wasm::{Runtime, RuntimeOptions};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -77,7 +77,7 @@ state = "memory"
 {extra}
 "#
         );
-        let config = weir::config::parse(
+        let config = weir_config::parse(
             Path::new("pipeline.toml"),
             &toml,
             &HashMap::<String, String>::new(),

@@ -6,7 +6,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{FieldError, de};
+use weir_config::request::{self as de, FieldError};
 
 // `remote = "Self"` turns the derives into inherent functions, which the
 // trait impls below wrap: reading must refuse what the derive accepts.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::metrics::{BATCH_BUCKETS_US, PluginMetricValue, Registry, StageSnapshot};
+use weir_runtime::metrics::{BATCH_BUCKETS_US, PluginMetricValue, Registry, StageSnapshot};
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -317,7 +317,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{PluginMetricKey, StageMetrics};
+    use weir_runtime::metrics::{PluginMetricKey, StageMetrics};
 
     #[test]
     fn renders_stage_and_plugin_metrics() {

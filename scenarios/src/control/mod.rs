@@ -2,7 +2,6 @@
 //! scenario generators, and live fault injection (the F1 Kafka demo's
 //! contract, generalised).
 
-pub mod de;
 mod faults;
 mod producer;
 
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use weir_config::request::{self as de, FieldError};
 
 pub use faults::FaultProfile;
 use producer::Publisher;
@@ -52,13 +52,6 @@ pub struct StartRequest {
 /// The most SKUs an orders run draws from, and the longest SKU.
 pub const MAX_SKUS: usize = 100;
 pub const MAX_SKU_CHARS: usize = 64;
-
-/// A field of a request body that is wrong, and why.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
 
 /// The F1 Kafka demo's clients sent Swagger's placeholders; they mean "default".
 fn meaningful(value: &Option<String>) -> Option<&str> {

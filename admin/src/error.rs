@@ -3,7 +3,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::control::FieldError;
+use weir_config::request::FieldError;
 
 /// Every error the admin API returns, rendered as `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
