@@ -9,6 +9,7 @@ mod ack;
 mod budget;
 pub mod changelog;
 mod dead_letter;
+mod events;
 pub mod handle;
 mod lag;
 mod membership;

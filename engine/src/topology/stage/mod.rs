@@ -27,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::ack::{Delivery, Ledger, Tag, budget_bytes};
 use super::changelog;
+use super::events::{
+    ConsumerReplaced, DeadLetterWithoutValue, InstanceRestarted, InternalEvent, MessageFailed,
+    PluginCallFailed, PluginSwapped,
+};
 use super::lag::LagSampler;
 use super::membership::STUCK_AFTER;
 use super::rebalance::{Progress, Rebalancer, Shared, apply, store_offsets};
@@ -240,7 +244,6 @@ impl Stage {
             Err(_) => tracing::warn!(stage = self.config.name, "old consumer still shared"),
         }
         self.shared.membership.reset();
-        StageMetrics::add(&self.metrics.consumers_replaced, 1);
         self.subscribe()
     }
 
@@ -254,24 +257,14 @@ impl Stage {
             self.plugin = swap.plugin;
             self.instance = Some(swap.instance);
             self.generation = swap.generation.to_string();
-            let change_to_live_ms = swap.requested_at.elapsed().as_millis() as u64;
-            let swap_pause_us = started.elapsed().as_micros() as u64;
-            StageMetrics::add(&self.metrics.swaps, 1);
-            let relaxed = std::sync::atomic::Ordering::Relaxed;
-            self.metrics
-                .last_change_to_live_ms
-                .store(change_to_live_ms, relaxed);
-            self.metrics
-                .last_swap_pause_us
-                .store(swap_pause_us, relaxed);
-            tracing::info!(
-                stage = self.config.name,
-                generation = swap.generation,
-                digest = &self.plugin.digest[..12],
-                change_to_live_ms,
-                swap_pause_us,
-                "plugin swapped in"
-            );
+            PluginSwapped {
+                stage: &self.config.name,
+                generation: swap.generation,
+                digest: &self.plugin.digest,
+                change_to_live: swap.requested_at.elapsed(),
+                pause: started.elapsed(),
+            }
+            .emit(&self.metrics);
         }
     }
 
@@ -363,12 +356,12 @@ impl Stage {
             }
             // Only while polling: statistics arrive with the polls.
             if let Some((gone, state)) = shared.membership.out_for(STUCK_AFTER) {
-                tracing::warn!(
-                    stage = self.config.name,
-                    out_for_s = gone.as_secs(),
-                    state,
-                    "consumer out of its group for too long; replacing it"
-                );
+                ConsumerReplaced {
+                    stage: &self.config.name,
+                    out_for: gone,
+                    state: &state,
+                }
+                .emit(&self.metrics);
                 drop(lag);
                 drop(consumer);
                 let replaced = self.replace_consumer();
@@ -644,7 +637,7 @@ impl Stage {
         match self.call(&builder, group.len()) {
             Ok(result) => Results::Batch(result),
             Err(e) => {
-                self.note_failure(&e);
+                self.note_failure(&e, group.len());
                 let mut singles = Vec::with_capacity(group.len());
                 for m in group {
                     let mut one = BatchBuilder::new(topic, partition, 1, m.payload_len() + 64);
@@ -661,11 +654,11 @@ impl Stage {
                                 if e.kind == CallErrorKind::Timeout
                                     && timeouts < TIMEOUT_RETRIES =>
                             {
-                                self.note_failure(&e);
+                                self.note_failure(&e, 1);
                                 timeouts += 1;
                             }
                             Err(e) => {
-                                self.note_failure(&e);
+                                self.note_failure(&e, 1);
                                 break Err(e);
                             }
                         }
@@ -677,14 +670,14 @@ impl Stage {
         }
     }
 
-    fn note_failure(&self, e: &CallError) {
-        let counter = match e.kind {
-            CallErrorKind::Timeout => &self.metrics.timeouts,
-            // Counted as a failure of its message when published.
-            CallErrorKind::OutputLimit => return,
-            _ => &self.metrics.traps,
-        };
-        StageMetrics::add(counter, 1);
+    fn note_failure(&self, e: &CallError, messages: usize) {
+        PluginCallFailed {
+            stage: &self.config.name,
+            kind: e.kind,
+            messages,
+            error: &e.message,
+        }
+        .emit(&self.metrics);
     }
 
     /// One plugin call on `inputs` messages, on a fresh instance if the
@@ -701,7 +694,10 @@ impl Stage {
         let mut instance = match self.instance.take() {
             Some(i) => i,
             None => {
-                StageMetrics::add(&self.metrics.instance_restarts, 1);
+                InstanceRestarted {
+                    stage: &self.config.name,
+                }
+                .emit(&self.metrics);
                 self.runtime
                     .instantiate(&self.plugin, &self.ctx)
                     .map_err(|e| {
@@ -832,41 +828,21 @@ impl Stage {
         slot: u32,
         abandon: &CancellationToken,
     ) -> Result<u32, StageError> {
-        self.metrics.failed(kind);
         let stage = self.config.name.as_str();
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-        let policy = self.config.on_error.as_str();
-        if kind == dead_letter::KIND_PLUGIN_ERROR {
-            // The plugin's own verdict on bad data: routine, and possibly
-            // frequent.
-            tracing::debug!(
-                stage,
-                topic,
-                partition,
-                offset,
-                kind,
-                policy,
-                error = reason,
-                "message failed"
-            );
-        } else {
-            tracing::warn!(
-                stage,
-                topic,
-                partition,
-                offset,
-                kind,
-                policy,
-                error = reason,
-                "message failed"
-            );
+        MessageFailed {
+            stage,
+            topic,
+            partition,
+            offset,
+            kind,
+            policy: &self.config.on_error,
+            reason,
         }
+        .emit(&self.metrics);
         match self.config.on_error {
             OnError::DeadLetter => self.dead_letter(m, kind, reason, slot, abandon),
-            OnError::Skip => {
-                StageMetrics::add(&self.metrics.skipped, 1);
-                Ok(0)
-            }
+            OnError::Skip => Ok(0),
             OnError::Halt => Err(StageError::Failed(TopologyError::StageFailed {
                 stage: stage.to_string(),
                 reason: format!(
@@ -897,9 +873,8 @@ impl Stage {
             Err(e) if Refusal::of(&e) == Refusal::TooLarge && m.payload().is_some() => e,
             Err(e) => return Err(StageError::Failed(self.dead_letter_refused(m, &e))),
         };
-        tracing::warn!(stage = self.config.name, topic = m.topic(), partition = m.partition(), offset = m.offset(), size = payload_len(m), error = %error, "dead letter sent without its value");
         let headers = dead_letter::headers(m, &self.config.name, &self.plugin.digest, kind, reason);
-        self.dead_letter_without_value(m, m, headers, tag, abandon)
+        self.dead_letter_without_value(m, m, headers, tag, &error, abandon)
             .map(|()| 1)
     }
 
@@ -913,9 +888,18 @@ impl Stage {
         input: &impl Message,
         headers: OwnedHeaders,
         tag: Tag,
+        error: &RdKafkaError,
         abandon: &CancellationToken,
     ) -> Result<(), StageError> {
-        StageMetrics::add(&self.metrics.dead_letters_without_value, 1);
+        DeadLetterWithoutValue {
+            stage: &self.config.name,
+            topic: input.topic(),
+            partition: input.partition(),
+            offset: input.offset(),
+            size: payload_len(letter),
+            error,
+        }
+        .emit(&self.metrics);
         let headers = dead_letter::without_value(headers, payload_len(letter));
         let record = dead_letter_record(&self.config.dead_letter, tag, letter, None, headers);
         match self.send(record, abandon)? {
@@ -1109,7 +1093,9 @@ impl Stage {
                 return Err(self.dead_letter_refused(&input, error));
             }
             let headers = record.headers().cloned().unwrap_or_else(OwnedHeaders::new);
-            return match self.dead_letter_without_value(record, &input, headers, tag, abandon) {
+            return match self
+                .dead_letter_without_value(record, &input, headers, tag, error, abandon)
+            {
                 // Stopping: the input is consumed again after a restart.
                 Ok(()) | Err(StageError::Stopping) => Ok(()),
                 Err(StageError::Failed(e)) => Err(e),
