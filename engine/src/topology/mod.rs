@@ -34,7 +34,7 @@ use crate::kafka::{ConsumerOptions, KafkaClients, KafkaError};
 use crate::wasm::{Plugin, Runtime, StageContext, WasmError};
 
 pub use budget::Budget;
-pub use stage::Stage;
+pub use stage::{RestoreError, Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
@@ -44,6 +44,18 @@ pub enum TopologyError {
     Kafka(#[from] KafkaError),
     #[error("stage {stage} failed: {reason}")]
     StageFailed { stage: String, reason: String },
+    #[error(
+        "stage {stage} failed: cannot restore keyed state from the changelog topic {changelog} \
+         for partitions {partitions:?}: {source}; it needs a partition for every input \
+         partition of the stage"
+    )]
+    Restore {
+        stage: String,
+        changelog: String,
+        partitions: Vec<i32>,
+        #[source]
+        source: stage::RestoreError,
+    },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }

@@ -10,6 +10,7 @@
 
 mod commit;
 mod restore;
+pub use restore::RestoreError;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

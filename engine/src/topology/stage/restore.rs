@@ -7,9 +7,37 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use rdkafka::error::KafkaError as RdKafkaError;
+
 use super::{Coordinates, OPEN_TRANSACTION_PATIENCE, RESTORE_PATIENCE, Stage};
+use crate::kafka::KafkaError;
 use crate::metrics::StageMetrics;
 use crate::topology::{TopologyError, changelog};
+
+/// Why keyed state could not be read back from a changelog (yet).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{source}")]
+    Client {
+        #[source]
+        source: KafkaError,
+    },
+    #[error("cannot read the offsets of {topic} partition {partition}: {source}")]
+    Watermarks {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: RdKafkaError,
+    },
+    #[error("cannot read {topic}: {source}")]
+    Read {
+        topic: String,
+        #[source]
+        source: RdKafkaError,
+    },
+    #[error("the stage is stopping")]
+    Stopping,
+}
 
 impl Stage {
     /// Restores the state of the partitions assigned since the last batch
@@ -61,13 +89,11 @@ impl Stage {
                 // unseen.
                 let since = *self.restore_failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= RESTORE_PATIENCE {
-                    return Err(TopologyError::StageFailed {
+                    return Err(TopologyError::Restore {
                         stage: self.config.name.clone(),
-                        reason: format!(
-                            "cannot restore keyed state from the changelog topic {topic} for \
-                             partitions {todo:?}: {e}; it needs a partition for every input \
-                             partition of the stage"
-                        ),
+                        changelog: topic,
+                        partitions: todo.into_iter().collect(),
+                        source: e,
                     });
                 }
                 tracing::warn!(stage = self.config.name, changelog = topic, error = %e, "cannot restore state yet; retrying");
@@ -181,14 +207,12 @@ impl Stage {
         topic: &str,
         todo: &std::collections::BTreeSet<i32>,
         abandon: &CancellationToken,
-    ) -> Result<changelog::Restored, String> {
+    ) -> Result<changelog::Restored, RestoreError> {
         let shared = &self.shared;
         let store = &*shared.store;
-        let restorer = self.clients.restore_consumer().map_err(|e| e.to_string())?;
-        let uncommitted = self
-            .clients
-            .uncommitted_watermarks()
-            .map_err(|e| e.to_string())?;
+        let client = |source| RestoreError::Client { source };
+        let restorer = self.clients.restore_consumer().map_err(client)?;
+        let uncommitted = self.clients.uncommitted_watermarks().map_err(client)?;
         let mut ends = std::collections::BTreeMap::new();
         for &p in todo {
             // A transaction left open in the changelog (by a process that
@@ -201,12 +225,17 @@ impl Stage {
             let waited = Instant::now();
             let (low, high) = loop {
                 let timeout = Duration::from_secs(10);
+                let watermarks = |source| RestoreError::Watermarks {
+                    topic: topic.to_string(),
+                    partition: p,
+                    source,
+                };
                 let (low, stable) = restorer
                     .fetch_watermarks(topic, p, timeout)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(watermarks)?;
                 let (_, high) = uncommitted
                     .fetch_watermarks(topic, p, timeout)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(watermarks)?;
                 if stable >= high || waited.elapsed() >= OPEN_TRANSACTION_PATIENCE {
                     if stable < high {
                         tracing::warn!(
@@ -221,7 +250,7 @@ impl Stage {
                     break (low, stable);
                 }
                 if abandon.is_cancelled() {
-                    return Err("stopping".into());
+                    return Err(RestoreError::Stopping);
                 }
                 self.keep_alive();
                 std::thread::sleep(Duration::from_millis(200));
@@ -256,7 +285,10 @@ impl Stage {
                     .filter(|p| !progress.restoring.contains(p))
                     .collect()
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| RestoreError::Read {
+                topic: topic.to_string(),
+                source,
+            })?;
         let mut progress = shared.lock();
         let progress = &mut *progress;
         for (&p, &(_, end)) in &ends {
