@@ -9,10 +9,11 @@
 //! future per message (the benchmark's B1 rung is that loop).
 
 mod commit;
+mod plan;
 mod restore;
 pub use restore::RestoreError;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -26,6 +27,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 
+use self::plan::{Results, payload_size};
 use super::ack::{Delivery, Ledger, Tag, budget_bytes};
 use super::changelog;
 use super::events::{
@@ -141,11 +143,7 @@ pub struct Stage {
     control: Arc<StageControl>,
 }
 
-/// What became of one input message.
-enum Fate<'r> {
-    Processed(&'r ValidatedResult, usize),
-    Failed { kind: &'static str, reason: String },
-}
+type Fate<'r> = plan::Fate<'r, ValidatedResult>;
 
 /// The stage is stopping and a record could not be enqueued.
 struct Stopping;
@@ -539,24 +537,15 @@ impl Stage {
         let started = Instant::now();
         StageMetrics::add(&self.metrics.consumed, messages.len() as u64);
         StageMetrics::add(&self.metrics.batches, 1);
-        // A plugin call sees one partition at a time, so its state scope is
-        // unambiguous; order within each partition is kept. A partition
-        // revoked and assigned again while the batch was polled starts over
-        // from its last commit: its offsets go back, and the messages from
-        // there on are a run of their own, under a new ledger slot.
-        let mut groups: BTreeMap<(&str, i32), Vec<Vec<&BorrowedMessage<'_>>>> = BTreeMap::new();
-        for m in messages {
-            let runs = groups.entry((m.topic(), m.partition())).or_default();
-            match runs.last_mut() {
-                Some(run) if run.last().is_some_and(|l| l.offset() < m.offset()) => run.push(m),
-                _ => runs.push(vec![m]),
-            }
-        }
         let limit = self.config.limits.max_payload_bytes;
-        let groups = groups.into_iter().flat_map(|((topic, partition), runs)| {
-            runs.into_iter().map(move |r| (topic, partition, r))
-        });
-        for (topic, partition, group) in groups {
+        // Each run has a ledger slot of its own: a partition that went back
+        // to its last commit mid-poll is settled from there.
+        for plan::Run {
+            topic,
+            partition,
+            messages: group,
+        } in plan::runs(messages)
+        {
             let slot = progress.ledger.slot(topic, partition, group[0].offset());
             // Inputs whose records an aborted transaction could not publish
             // fail this time, as they would have at least once.
@@ -570,12 +559,15 @@ impl Stage {
                     .collect(),
                 _ => HashMap::new(),
             };
-            // An oversized message never reaches the plugin: it could not
-            // make the plugin do anything but run out of memory or time.
+            let refused: Vec<_> = group
+                .iter()
+                .map(|m| plan::refused_before_call(*m, limit, &poisoned))
+                .collect();
             let admitted: Vec<&BorrowedMessage<'_>> = group
                 .iter()
-                .copied()
-                .filter(|m| payload_size(m) <= limit && !poisoned.contains_key(&m.offset()))
+                .zip(&refused)
+                .filter(|(_, refused)| refused.is_none())
+                .map(|(m, _)| *m)
                 .collect();
             let results = (!admitted.is_empty()).then(|| self.process(topic, partition, &admitted));
             if let Some(why) = self.cannot_instantiate.take() {
@@ -589,28 +581,15 @@ impl Stage {
             }
             let mut admitted_fates = results
                 .as_ref()
-                .map(|r| fates(r, admitted.len()))
+                .map(|r| plan::fates(r, admitted.len()))
                 .unwrap_or_default()
                 .into_iter();
-            for m in &group {
-                let size = payload_size(m);
-                let fate = if let Some(reason) = poisoned.get(&m.offset()) {
-                    Fate::Failed {
-                        kind: dead_letter::KIND_PRODUCE_ERROR,
-                        reason: reason.clone(),
-                    }
-                } else if size > limit {
-                    Fate::Failed {
-                        kind: dead_letter::KIND_OVERSIZE,
-                        reason: format!(
-                            "message of {size} bytes (key and value) is over the stage's \
-                             max_payload_bytes of {limit}"
-                        ),
-                    }
-                } else {
-                    admitted_fates
+            for (m, refused) in group.iter().zip(refused) {
+                let fate = match refused {
+                    Some((kind, reason)) => Fate::Failed { kind, reason },
+                    None => admitted_fates
                         .next()
-                        .expect("process returns one fate per admitted message")
+                        .expect("process returns one fate per admitted message"),
                 };
                 let sent = self.publish(m, fate, slot, abandon)?;
                 progress.ledger.push(slot, m.offset(), sent);
@@ -626,49 +605,28 @@ impl Stage {
     /// Runs the plugin on one partition's messages. If the call fails the
     /// instance is replaced and the messages are retried one at a time, so
     /// only a message that fails on its own is dead-lettered.
-    fn process(&mut self, topic: &str, partition: i32, group: &[&BorrowedMessage<'_>]) -> Results {
-        let bytes: usize = group
-            .iter()
-            .map(|m| m.payload_len() + m.key().map_or(0, <[u8]>::len) + 64)
-            .sum();
-        let mut builder = BatchBuilder::new(topic, partition, group.len(), bytes);
-        for m in group {
-            push(&mut builder, m);
-        }
-        match self.call(&builder, group.len()) {
-            Ok(result) => Results::Batch(result),
-            Err(e) => {
-                self.note_failure(&e, group.len());
-                let mut singles = Vec::with_capacity(group.len());
-                for m in group {
-                    let mut one = BatchBuilder::new(topic, partition, 1, m.payload_len() + 64);
-                    push(&mut one, m);
-                    let mut timeouts = 0;
-                    let outcome = loop {
-                        match self.call(&one, 1) {
-                            Ok(r) => break Ok(r),
-                            // The deadline is wall time: a host starved of
-                            // CPU can miss it through no fault of the
-                            // message, so a timeout gets more chances
-                            // before the message is failed.
-                            Err(e)
-                                if e.kind == CallErrorKind::Timeout
-                                    && timeouts < TIMEOUT_RETRIES =>
-                            {
-                                self.note_failure(&e, 1);
-                                timeouts += 1;
-                            }
-                            Err(e) => {
-                                self.note_failure(&e, 1);
-                                break Err(e);
-                            }
-                        }
-                    };
-                    singles.push(outcome);
-                }
-                Results::Singles(singles)
+    fn process(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        group: &[&BorrowedMessage<'_>],
+    ) -> Results<ValidatedResult> {
+        plan::isolate(group.len(), |one| {
+            let (messages, n) = match one {
+                None => (group, group.len()),
+                Some(i) => (std::slice::from_ref(&group[i]), 1),
+            };
+            let bytes: usize = messages.iter().map(|m| payload_size(*m) + 64).sum();
+            let mut builder = BatchBuilder::new(topic, partition, n, bytes);
+            for m in messages {
+                push(&mut builder, m);
             }
-        }
+            let result = self.call(&builder, n);
+            if let Err(e) = &result {
+                self.note_failure(e, n);
+            }
+            result
+        })
     }
 
     fn note_failure(&self, e: &CallError, messages: usize) {
@@ -1264,34 +1222,8 @@ impl From<Stopping> for StageError {
     }
 }
 
-enum Results {
-    Batch(ValidatedResult),
-    Singles(Vec<Result<ValidatedResult, CallError>>),
-}
-
-fn fates(results: &Results, n: usize) -> Vec<Fate<'_>> {
-    match results {
-        Results::Batch(r) => (0..n).map(|i| Fate::Processed(r, i)).collect(),
-        Results::Singles(rs) => rs
-            .iter()
-            .map(|r| match r {
-                Ok(r) => Fate::Processed(r, 0),
-                Err(e) => Fate::Failed {
-                    kind: e.kind.as_str(),
-                    reason: e.message.clone(),
-                },
-            })
-            .collect(),
-    }
-}
-
 fn payload_len(m: &impl Message) -> usize {
     m.payload().map_or(0, <[u8]>::len)
-}
-
-/// What `max_payload_bytes` measures: the key and the value.
-fn payload_size(m: &BorrowedMessage<'_>) -> usize {
-    m.payload_len() + m.key().map_or(0, <[u8]>::len)
 }
 
 fn push(builder: &mut BatchBuilder, m: &BorrowedMessage<'_>) {
