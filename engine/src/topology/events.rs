@@ -195,6 +195,52 @@ impl InternalEvent for DeadLetterWithoutValue<'_> {
     }
 }
 
+/// Keyed state read back from a stage's changelog, for the partitions
+/// assigned to it.
+pub(crate) struct StateRestored<'a> {
+    pub stage: &'a str,
+    pub changelog: &'a str,
+    pub partitions: usize,
+    pub records: u64,
+    pub took: Duration,
+}
+
+impl InternalEvent for StateRestored<'_> {
+    fn emit(self, metrics: &StageMetrics) {
+        let duration_ms = self.took.as_millis() as u64;
+        StageMetrics::add(&metrics.state_restored_records, self.records);
+        metrics
+            .last_restore_ms
+            .store(duration_ms, Ordering::Relaxed);
+        tracing::info!(
+            stage = self.stage,
+            changelog = self.changelog,
+            partitions = self.partitions,
+            records = self.records,
+            duration_ms,
+            "state restored"
+        );
+    }
+}
+
+/// A transaction was aborted (or its producer replaced): its messages are
+/// processed again from the committed offsets, on restored state.
+pub(crate) struct TransactionAborted<'a> {
+    pub stage: &'a str,
+    pub reason: &'a dyn Display,
+}
+
+impl InternalEvent for TransactionAborted<'_> {
+    fn emit(self, metrics: &StageMetrics) {
+        StageMetrics::add(&metrics.aborted_transactions, 1);
+        tracing::warn!(
+            stage = self.stage,
+            reason = %self.reason,
+            "transaction aborted; its messages are processed again"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,7 +302,25 @@ mod tests {
             error: &"too large",
         }
         .emit(&m);
+        StateRestored {
+            stage: "s",
+            changelog: "c",
+            partitions: 2,
+            records: 500,
+            took: Duration::from_millis(30),
+        }
+        .emit(&m);
+        TransactionAborted {
+            stage: "s",
+            reason: &"fenced",
+        }
+        .emit(&m);
         let snap = m.snapshot();
+        assert_eq!(
+            (snap.state_restored_records, snap.last_restore_ms),
+            (500, 30)
+        );
+        assert_eq!(snap.aborted_transactions, 1);
         assert_eq!((snap.traps, snap.timeouts), (2, 1));
         assert_eq!(snap.instance_restarts, 1);
         assert_eq!(snap.swaps, 1);

@@ -16,6 +16,7 @@ use crate::metrics::StageMetrics;
 use crate::topology::TopologyError;
 use crate::topology::ack::{Deliveries, Ledger};
 use crate::topology::changelog;
+use crate::topology::events::{InternalEvent, TransactionAborted};
 use crate::topology::rebalance::Progress;
 use crate::topology::transaction::{self, Ended, Fatal};
 
@@ -110,12 +111,11 @@ impl Stage {
                 progress.ledger.advance(|_, _, _, _| {});
             }
             Ended::Aborted { reason } => {
-                StageMetrics::add(&self.metrics.aborted_transactions, 1);
-                tracing::warn!(
-                    stage = self.config.name,
-                    reason,
-                    "transaction aborted; its messages are processed again"
-                );
+                TransactionAborted {
+                    stage: &self.config.name,
+                    reason: &reason,
+                }
+                .emit(&self.metrics);
                 self.rewind(progress);
             }
         }
@@ -164,7 +164,7 @@ impl Stage {
                 ),
             });
         }
-        tracing::warn!(stage = self.config.name, error = %fatal, "replacing the transactional producer; processing again from the committed offsets");
+        tracing::warn!(stage = self.config.name, error = %fatal, "replacing the transactional producer");
         let producer = self
             .clients
             .transactional_producer(
@@ -186,7 +186,11 @@ impl Stage {
             txn.messages = 0;
             txn.doomed = None;
         }
-        StageMetrics::add(&self.metrics.aborted_transactions, 1);
+        TransactionAborted {
+            stage: &self.config.name,
+            reason: fatal,
+        }
+        .emit(&self.metrics);
         self.rewind(progress);
         Ok(())
     }

@@ -11,7 +11,7 @@ use rdkafka::error::KafkaError as RdKafkaError;
 
 use super::{Coordinates, OPEN_TRANSACTION_PATIENCE, RESTORE_PATIENCE, Stage};
 use crate::kafka::KafkaError;
-use crate::metrics::StageMetrics;
+use crate::topology::events::{InternalEvent, StateRestored};
 use crate::topology::{TopologyError, changelog};
 
 /// Why keyed state could not be read back from a changelog (yet).
@@ -125,19 +125,14 @@ impl Stage {
             self.instance = self.runtime.instantiate(&self.plugin, &self.ctx).ok();
         }
         if restored.partitions > 0 {
-            let ms = started.elapsed().as_millis() as u64;
-            StageMetrics::add(&self.metrics.state_restored_records, restored.records);
-            self.metrics
-                .last_restore_ms
-                .store(ms, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
-                stage = self.config.name,
-                changelog = topic,
-                partitions = restored.partitions,
-                records = restored.records,
-                duration_ms = ms,
-                "state restored"
-            );
+            StateRestored {
+                stage: &self.config.name,
+                changelog: &topic,
+                partitions: restored.partitions,
+                records: restored.records,
+                took: started.elapsed(),
+            }
+            .emit(&self.metrics);
         }
         Ok(())
     }
