@@ -117,11 +117,10 @@ pub async fn produce(
         .produce_one(scenario, req.order_id, items)
         .await
         .map_err(AppError::Internal)?;
-    let value: Value = serde_json::from_slice(&event.value).unwrap_or(Value::Null);
     Ok(Json(json!({
         "topic": control.topic(event.destination),
         "key": event.key,
-        "event": value,
+        "event": event.json(),
     })))
 }
 

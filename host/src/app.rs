@@ -262,6 +262,15 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Either `[admin].autostart = false` or `--no-autostart` starts paused.
+    let autostart = options.autostart && config.admin.autostart;
+    if !autostart && !cfg!(feature = "scenarios") {
+        anyhow::bail!(
+            "the stages would start paused ([admin].autostart = false or --no-autostart), and \
+             this weir is built without the scenarios feature, whose POST /api/v1/start \
+             resumes them"
+        );
+    }
     let clients = KafkaClients::new(bootstrap.clone(), &config.kafka)
         .with_instance_id(options.instance_id.clone());
     ensure_topics(&clients, &config.topics)
@@ -286,15 +295,6 @@ pub async fn run(
         (options.drain_timeout.as_millis() as u64).max(1),
         std::sync::atomic::Ordering::Relaxed,
     );
-    // Either `[admin].autostart = false` or `--no-autostart` starts paused.
-    let autostart = options.autostart && config.admin.autostart;
-    if !autostart && !cfg!(feature = "scenarios") {
-        anyhow::bail!(
-            "the stages would start paused ([admin].autostart = false or --no-autostart), and \
-             this weir is built without the scenarios feature, whose POST /api/v1/start \
-             resumes them"
-        );
-    }
     stage_control
         .paused
         .store(!autostart, std::sync::atomic::Ordering::Relaxed);

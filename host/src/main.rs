@@ -232,6 +232,8 @@ fn run(
             topic_prefix: None,
             fault: None,
             skus: None,
+            sessions: None,
+            lap_seconds: None,
         })
     };
     #[cfg(not(feature = "scenarios"))]

@@ -153,18 +153,36 @@ pub async fn produce_with_header(
     header: Option<(&str, &str)>,
     records: &[(String, Vec<u8>)],
 ) {
+    let headers: Vec<(String, String)> = header
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into_iter()
+        .collect();
+    let records: Vec<Record> = records
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), headers.clone()))
+        .collect();
+    produce_records(topic, &records).await
+}
+
+/// A record to produce: key, value and headers.
+pub type Record = (String, Vec<u8>, Vec<(String, String)>);
+
+/// Produces `records` in order and waits for every acknowledgement.
+pub async fn produce_records(topic: &str, records: &[Record]) {
     let producer = producer();
     let mut deliveries = Vec::with_capacity(records.len());
-    for (key, value) in records {
+    for (key, value, headers) in records {
         loop {
             let mut record = FutureRecord::to(topic).key(key).payload(value);
-            if let Some((name, v)) = header {
-                record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
-                    rdkafka::message::Header {
+            if !headers.is_empty() {
+                let mut owned = rdkafka::message::OwnedHeaders::new();
+                for (name, v) in headers {
+                    owned = owned.insert(rdkafka::message::Header {
                         key: name,
                         value: Some(v),
-                    },
-                ));
+                    });
+                }
+                record = record.headers(owned);
             }
             match producer.send_result(record) {
                 Ok(d) => {
@@ -400,6 +418,16 @@ pub fn repo_pipeline(namespace: &str, group: &str) -> PipelineConfig {
             "\"driftlock.".to_string(),
             format!("\"{namespace}.driftlock."),
         ),
+        (
+            "\"telemetry\"".to_string(),
+            format!("\"{namespace}.telemetry\""),
+        ),
+        (
+            "\"commands\"".to_string(),
+            format!("\"{namespace}.commands\""),
+        ),
+        ("\"laps\"".to_string(), format!("\"{namespace}.laps\"")),
+        ("\"purple.".to_string(), format!("\"{namespace}.purple.")),
     ];
     for (from, to) in renames {
         assert!(text.contains(&from), "pipeline.toml no longer has {from}");
@@ -638,6 +666,21 @@ impl Drop for WeirProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The value of setting `name` of `topic`, as the broker describes it.
+pub async fn topic_setting(topic: &str, name: &str) -> Option<String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let resource = described.into_iter().next()?.ok()?;
+    resource.get(name)?.value.clone()
 }
 
 /// A topic to create: its name, partitions and settings.

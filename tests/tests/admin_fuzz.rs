@@ -52,6 +52,9 @@ partitions = 1
 name = "{{prefix}}.driftlock-events"
 partitions = 1
 [[topic]]
+name = "{{prefix}}.telemetry"
+partitions = 1
+[[topic]]
 name = "{{prefix}}.out"
 partitions = 1
 [[topic]]

@@ -17,6 +17,7 @@ use weir_config::request::{self as de, FieldError};
 pub use faults::FaultProfile;
 use producer::Publisher;
 
+use crate::generate::purple::{self, PurpleSettings};
 use crate::generate::{self, Destination, Event, Generator, Scenario, Settings};
 use crate::kafka::KafkaClients;
 use crate::topology::StageControl;
@@ -47,7 +48,18 @@ pub struct StartRequest {
     /// [`generate::DEFAULT_SKUS`].
     #[serde(default)]
     pub skus: Option<Vec<String>>,
+    /// The purple scenario's sessions (cars at 60 Hz each); kept for later
+    /// runs. Default: [`purple::DEFAULT_SESSIONS`].
+    #[serde(default, deserialize_with = "de::whole_or_null")]
+    pub sessions: Option<u64>,
+    /// The purple scenario's lap time at the track's pace, in seconds;
+    /// kept for later runs. Default 90.
+    #[serde(default, deserialize_with = "de::whole_or_null")]
+    pub lap_seconds: Option<u64>,
 }
+
+/// The shortest and longest lap a purple run may ask for, seconds.
+pub const LAP_SECONDS: std::ops::RangeInclusive<u64> = 5..=600;
 
 /// The most SKUs an orders run draws from, and the longest SKU.
 pub const MAX_SKUS: usize = 100;
@@ -68,8 +80,9 @@ pub fn parse_scenario(name: &str) -> Result<Option<Scenario>, String> {
         "orders" => Ok(Some(Scenario::Orders)),
         "fleet" => Ok(Some(Scenario::Fleet)),
         "cbad" => Ok(Some(Scenario::Cbad)),
+        "purple" => Ok(Some(Scenario::Purple)),
         other => Err(format!(
-            "unknown scenario {other:?}: expected f1, fleet, orders, cbad or none"
+            "unknown scenario {other:?}: expected f1, fleet, orders, cbad, purple or none"
         )),
     }
 }
@@ -98,6 +111,24 @@ impl StartRequest {
         }
         if let Some(fault) = &self.fault {
             errors.extend(fault.validate("fault."));
+        }
+        if let Some(n) = self.sessions
+            && !(1..=purple::MAX_SESSIONS as u64).contains(&n)
+        {
+            errors.push(FieldError {
+                field: "sessions".into(),
+                message: format!("must be 1 to {}, got {n}", purple::MAX_SESSIONS),
+            });
+        }
+        if let Some(s) = self.lap_seconds.filter(|s| !LAP_SECONDS.contains(s)) {
+            errors.push(FieldError {
+                field: "lap_seconds".into(),
+                message: format!(
+                    "must be {} to {}, got {s}",
+                    LAP_SECONDS.start(),
+                    LAP_SECONDS.end()
+                ),
+            });
         }
         if let Some(skus) = &self.skus {
             if skus.is_empty() || skus.len() > MAX_SKUS {
@@ -179,6 +210,9 @@ struct Inner {
     declared: Vec<String>,
     /// What the orders scenario sells, as the last start request said.
     skus: RwLock<Vec<String>>,
+    /// The purple scenario's sessions and lap, as the last start request
+    /// said.
+    purple: RwLock<PurpleSettings>,
     publisher: Mutex<Option<(String, Arc<Publisher>)>>,
     /// Generators between runs, so a scenario resumes where it stopped
     /// (F1's per-car `seq` goes on rather than restarting at 0).
@@ -223,6 +257,7 @@ impl RunControl {
                         .map(|s| s.to_string())
                         .collect(),
                 ),
+                purple: RwLock::new(PurpleSettings::default()),
                 publisher: Mutex::new(None),
                 parked: Mutex::new(BTreeMap::new()),
                 run: Mutex::new(None),
@@ -247,6 +282,7 @@ impl RunControl {
             Destination::Orders => "orders",
             Destination::FleetRaw => "raw_telemetry",
             Destination::CbadEvents => "driftlock-events",
+            Destination::PurpleTelemetry => "telemetry",
         };
         let declared = &self.inner.declared;
         if declared.iter().any(|t| t == default) {
@@ -266,6 +302,7 @@ impl RunControl {
             ("orders", Destination::Orders),
             ("fleet", Destination::FleetRaw),
             ("cbad", Destination::CbadEvents),
+            ("purple", Destination::PurpleTelemetry),
         ]
         .into_iter()
         .map(|(s, d)| (s.to_string(), self.topic(d)))
@@ -296,6 +333,12 @@ impl RunControl {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        settings.purple = self
+            .inner
+            .purple
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         settings
     }
 
@@ -317,6 +360,17 @@ impl RunControl {
         }
         if let Some(fault) = &req.fault {
             self.set_fault(fault.clone());
+        }
+        if req.sessions.is_some() || req.lap_seconds.is_some() {
+            let mut purple = self.inner.purple.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = req.sessions {
+                purple.sessions = n as usize;
+            }
+            if let Some(s) = req.lap_seconds {
+                purple.lap_ms = s * 1000;
+            }
+            // Other sessions or another track: the cars start afresh.
+            lock(&self.inner.parked).remove(&format!("{:?}", Scenario::Purple));
         }
         let Some(scenario) = parse_scenario(&req.scenario)? else {
             return Ok(());

@@ -8,7 +8,9 @@
 //! - [`Scenario::Fleet`]: fleet operations' `raw_telemetry` frames, with hard
 //!   braking at known frames ([`fleet`]);
 //! - [`Scenario::Cbad`]: JSON log lines for DriftLock's anomaly detection,
-//!   with bursts of a changed template at known points ([`cbad`]).
+//!   with bursts of a changed template at known points ([`cbad`]);
+//! - [`Scenario::Purple`]: racing telemetry, protobuf frames of cars lapping
+//!   a track at 60 Hz, with known lap boundaries ([`purple`]).
 //!
 //! Nothing here does I/O or reads a clock: the caller passes `now_ms`, maps
 //! each [`Destination`] to a topic and produces the event. The same
@@ -19,6 +21,7 @@ pub mod cbad;
 pub mod f1;
 pub mod fleet;
 pub mod orders;
+pub mod purple;
 pub mod rng;
 
 use serde_json::Value;
@@ -31,24 +34,27 @@ pub enum Scenario {
     Orders,
     Fleet,
     Cbad,
+    Purple,
 }
 
 impl Scenario {
     /// Every scenario, in the order of the enum.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::F1,
         Scenario::Orders,
         Scenario::Fleet,
         Scenario::Cbad,
+        Scenario::Purple,
     ];
 
-    /// The name used in JSON (`f1`, `orders`, `fleet`, `cbad`).
+    /// The name used in JSON (`f1`, `orders`, `fleet`, `cbad`, `purple`).
     pub fn as_str(self) -> &'static str {
         match self {
             Scenario::F1 => "f1",
             Scenario::Orders => "orders",
             Scenario::Fleet => "fleet",
             Scenario::Cbad => "cbad",
+            Scenario::Purple => "purple",
         }
     }
 
@@ -59,6 +65,7 @@ impl Scenario {
             Scenario::Orders => Destination::Orders,
             Scenario::Fleet => Destination::FleetRaw,
             Scenario::Cbad => Destination::CbadEvents,
+            Scenario::Purple => Destination::PurpleTelemetry,
         }
     }
 }
@@ -74,6 +81,8 @@ pub enum Destination {
     FleetRaw,
     /// `driftlock-events` (DriftLock).
     CbadEvents,
+    /// `telemetry` (racing telemetry, protobuf).
+    PurpleTelemetry,
 }
 
 /// One event to produce.
@@ -81,9 +90,23 @@ pub enum Destination {
 pub struct Event {
     pub destination: Destination,
     pub key: String,
-    /// JSON.
+    /// JSON; a protobuf `TelemetryFrame` for the purple scenario.
     pub value: Vec<u8>,
     pub headers: Vec<(String, String)>,
+}
+
+impl Event {
+    /// The event's value as JSON: itself, or a protobuf frame decoded
+    /// (`Null` if it is neither).
+    pub fn json(&self) -> Value {
+        match self.destination {
+            Destination::PurpleTelemetry => weir_purple_telemetry::decode(&self.value)
+                .ok()
+                .and_then(|f| serde_json::to_value(weir_purple_telemetry::FrameJson::from(&f)).ok())
+                .unwrap_or(Value::Null),
+            _ => serde_json::from_slice(&self.value).unwrap_or(Value::Null),
+        }
+    }
 }
 
 /// What a generator is built from.
@@ -97,6 +120,8 @@ pub struct Settings {
     pub skus: Vec<String>,
     /// Max quantity per order line (default 3).
     pub max_qty: u32,
+    /// The purple scenario's sessions and lap time.
+    pub purple: purple::PurpleSettings,
 }
 
 /// The SKUs orders draw from when none are given.
@@ -113,6 +138,7 @@ impl Settings {
             run_id: run_id.into(),
             skus: DEFAULT_SKUS.iter().map(|s| s.to_string()).collect(),
             max_qty: DEFAULT_MAX_QTY,
+            purple: purple::PurpleSettings::default(),
         }
     }
 }
@@ -140,6 +166,7 @@ pub fn generator(scenario: Scenario, settings: &Settings) -> Box<dyn Generator> 
         Scenario::Orders => Box::new(orders::Orders::new(settings)),
         Scenario::Fleet => Box::new(fleet::Fleet::new(settings)),
         Scenario::Cbad => Box::new(cbad::Cbad::new(settings)),
+        Scenario::Purple => Box::new(purple::Purple::new(settings, &settings.purple)),
     }
 }
 
@@ -209,7 +236,11 @@ mod tests {
                 let (ea, eb, ec) = (a.next(now), b.next(now), c.next(now));
                 assert_eq!(ea, eb, "{s:?} event {i}");
                 assert_eq!(ea.destination, s.destination());
-                serde_json::from_slice::<Value>(&ea.value).unwrap();
+                if s == Scenario::Purple {
+                    weir_purple_telemetry::decode(&ea.value).unwrap();
+                } else {
+                    serde_json::from_slice::<Value>(&ea.value).unwrap();
+                }
                 differs |= ea.value != ec.value;
             }
             assert!(differs, "{s:?}: another seed gave the same events");
@@ -217,9 +248,28 @@ mod tests {
     }
 
     #[test]
+    fn every_event_reads_as_a_json_object() {
+        let settings = Settings::new(3, "r");
+        for s in Scenario::ALL {
+            let e = generator(s, &settings).next(1_700_000_000_000);
+            assert!(e.json().is_object(), "{s:?}: {}", e.json());
+        }
+        let mut purple = generator(Scenario::Purple, &settings);
+        purple.next(1_700_000_000_000);
+        let second = purple.next(1_700_000_000_000).json();
+        assert_eq!(second["lapNumber"], 1);
+        assert!(second["normalizedPosition"].is_number(), "{second}");
+    }
+
+    #[test]
     fn duplicates_of_non_f1_events_are_the_same_bytes() {
         let settings = Settings::new(1, "r");
-        for s in [Scenario::Orders, Scenario::Fleet, Scenario::Cbad] {
+        for s in [
+            Scenario::Orders,
+            Scenario::Fleet,
+            Scenario::Cbad,
+            Scenario::Purple,
+        ] {
             let mut g = generator(s, &settings);
             let e = g.next(1_700_000_000_000);
             assert_eq!(g.duplicate(&e), e);
