@@ -114,6 +114,7 @@ fn io_changed(old: &StageConfig, new: &StageConfig) -> bool {
         || old.batch != new.batch
         || old.state != new.state
         || old.processing != new.processing
+        || old.compression != new.compression
 }
 
 #[cfg(test)]
@@ -210,6 +211,10 @@ dead_letter = "dlq"
             (
                 r#"outputs = { default = "out" }"#,
                 "outputs = { default = \"out\" }\nprocessing = \"exactly_once\"",
+            ),
+            (
+                r#"outputs = { default = "out" }"#,
+                "outputs = { default = \"out\" }\ncompression = \"zstd\"",
             ),
         ] {
             assert_eq!(BASE.matches(from).count(), 1, "{from} names stage b only");

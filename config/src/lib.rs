@@ -57,6 +57,8 @@
 //!                                   # only, lost on restart (state that is a cache); "none":
 //!                                   # the stage keeps no keyed state (a router, a filter)
 //! processing = "exactly_once"       # optional; overrides [kafka] processing for this stage
+//! compression = "lz4"               # default "none"; or "gzip", "snappy", "zstd": how the
+//!                                   # stage's producer compresses what it sends
 //! [stage.batch]                     # optional
 //! max_messages = 256                # default 256, 1..=65536
 //! max_wait_ms = 2                   # default 2, 0..=60000
@@ -115,9 +117,9 @@ pub use diagnostic::{ConfigError, Diagnostic};
 pub use diff::{ConfigDiff, restart_needed};
 pub use env::{Env, ProcessEnv};
 pub use model::{
-    AdminConfig, BatchConfig, Brokers, DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, Grants,
-    KafkaConfig, Limits, OnError, PipelineConfig, Processing, StageConfig, StateBackend,
-    TopicConfig,
+    AdminConfig, BatchConfig, Brokers, Compression, DEFAULT_COMMIT_INTERVAL,
+    DEFAULT_MAX_BUFFERED_BYTES, Grants, KafkaConfig, Limits, OnError, PipelineConfig, Processing,
+    StageConfig, StateBackend, TopicConfig,
 };
 pub use partitions::check_copartitioned;
 

@@ -199,6 +199,32 @@ impl Default for BatchConfig {
     }
 }
 
+/// How a stage's producer compresses the batches it sends (librdkafka's
+/// `compression.type`); the broker stores them so unless the topic's own
+/// `compression.type` says otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The librdkafka and pipeline.toml name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
 /// What a stage does with a message that fails (a plugin error, a trap, a
 /// timeout, an oversized payload, an output over its limits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -333,6 +359,9 @@ pub struct StageConfig {
     pub state: StateBackend,
     /// `processing`, or `[kafka] processing` when the stage does not say.
     pub processing: Processing,
+    /// How its producer compresses outputs, dead letters and changelog
+    /// records.
+    pub compression: Compression,
     pub limits: Limits,
     pub grants: Grants,
     /// `[stage.config]` as JSON, for the plugin's init. TOML datetimes become strings.

@@ -62,6 +62,7 @@ pub(super) struct RawStage {
     pub(super) on_error: Option<RawOnError>,
     pub(super) state: Option<RawStateBackend>,
     pub(super) processing: Option<RawProcessing>,
+    pub(super) compression: Option<RawCompression>,
     pub(super) limits: Option<RawLimits>,
     pub(super) grants: Option<RawGrants>,
     pub(super) config: Option<toml::Table>,
@@ -80,6 +81,16 @@ pub(super) enum RawOnError {
 pub(super) enum RawProcessing {
     AtLeastOnce,
     ExactlyOnce,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawCompression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
 }
 
 #[derive(Deserialize, Clone, Copy)]

@@ -83,6 +83,7 @@ dead_letter = "{prefix}.telemetry.dead-letter"
 on_error = "halt"
 state = "memory"
 processing = "at_least_once"
+compression = "lz4"
 
 [stage.batch]
 max_messages = 64
@@ -169,6 +170,7 @@ fn full_file_parses_to_the_expected_model() {
                 on_error: OnError::Halt,
                 state: StateBackend::Memory,
                 processing: Processing::AtLeastOnce,
+                compression: Compression::Lz4,
                 limits: Limits {
                     memory_bytes: 16 << 20,
                     timeout: Duration::from_millis(250),
@@ -200,6 +202,7 @@ fn full_file_parses_to_the_expected_model() {
                 on_error: OnError::DeadLetter,
                 state: StateBackend::Changelog,
                 processing: Processing::ExactlyOnce,
+                compression: Compression::None,
                 limits: Limits::default(),
                 grants: Grants::default(),
                 config: serde_json::Map::new(),

@@ -17,13 +17,14 @@ use super::diagnostic::{Report, in_range};
 use super::env::{self, Env, Sourced};
 use super::keypath::KeyPath;
 use super::model::{
-    AdminConfig, BatchConfig, Brokers, DEFAULT_COMMIT_INTERVAL, DEFAULT_GROUP_ID,
+    AdminConfig, BatchConfig, Brokers, Compression, DEFAULT_COMMIT_INTERVAL, DEFAULT_GROUP_ID,
     DEFAULT_MAX_BUFFERED_BYTES, KafkaConfig, PipelineConfig, Processing, StageConfig, StateBackend,
     TopicConfig,
 };
 use super::partitions;
 use super::raw::{
-    self, Item, RawDocument, RawKafka, RawProcessing, RawStage, RawStateBackend, RawTopic,
+    self, Item, RawCompression, RawDocument, RawKafka, RawProcessing, RawStage, RawStateBackend,
+    RawTopic,
 };
 use super::sandbox;
 
@@ -584,10 +585,21 @@ fn stage(
         on_error: sandbox::on_error(raw.on_error),
         state: state_backend(raw.state),
         processing: raw.processing.map_or(kafka.processing, processing),
+        compression: raw.compression.map_or(Compression::None, compression),
         limits: sandbox::limits(raw.limits, &path.key("limits"), report),
         grants: sandbox::grants(raw.grants, &path.key("grants"), report),
         config,
         line: report.position(span.start).0,
+    }
+}
+
+fn compression(raw: RawCompression) -> Compression {
+    match raw {
+        RawCompression::None => Compression::None,
+        RawCompression::Gzip => Compression::Gzip,
+        RawCompression::Snappy => Compression::Snappy,
+        RawCompression::Lz4 => Compression::Lz4,
+        RawCompression::Zstd => Compression::Zstd,
     }
 }
 

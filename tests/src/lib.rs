@@ -683,6 +683,42 @@ pub async fn topic_setting(topic: &str, name: &str) -> Option<String> {
     resource.get(name)?.value.clone()
 }
 
+/// The compression codec of every record batch on the broker's disk for
+/// `topic` partition `partition` (Kafka's batch attributes, bits 0-2: 0
+/// none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), read from its first segment.
+/// The broker is the test broker, whose `log.dirs` is one directory.
+pub async fn codecs_on_disk(topic: &str, partition: i32) -> Vec<u8> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Broker(1)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let broker = described.into_iter().next().unwrap().unwrap();
+    let dir = broker
+        .get("log.dirs")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let segment = Path::new(&dir)
+        .join(format!("{topic}-{partition}"))
+        .join("00000000000000000000.log");
+    let bytes = std::fs::read(&segment).unwrap_or_default();
+    let mut codecs = Vec::new();
+    let mut at = 0;
+    // baseOffset (8), batchLength (4), then the batch: partitionLeaderEpoch
+    // (4), magic (1), crc (4), attributes (2), ...
+    while at + 23 <= bytes.len() {
+        let length = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let attributes = u16::from_be_bytes(bytes[at + 21..at + 23].try_into().unwrap());
+        codecs.push((attributes & 0x7) as u8);
+        at += 12 + length;
+    }
+    codecs
+}
+
 /// A topic to create: its name, partitions and settings.
 pub type NewTopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
 

@@ -1,6 +1,7 @@
 //! The racing-telemetry pipeline of the repo's pipeline.toml against the
 //! real broker: the telemetry topic is created with the collectors'
-//! settings (LZ4, an hour's retention); generated sessions, some frames
+//! settings (LZ4, an hour's retention), and the stage's producer
+//! compresses the laps with LZ4 as it is told; generated sessions, some frames
 //! sent twice and some a frame out of order, give exactly the laps the
 //! generator drove, once each, keyed by session; what is not a telemetry
 //! frame is dead-lettered with its reason.
@@ -113,6 +114,14 @@ async fn generated_laps_are_summarised_exactly_once() {
     }
     // Exactly the generator's laps: times, sectors, speeds, shares, gears.
     assert_eq!(by_session, expected);
+    // The stage's producer sends them LZ4-compressed (`compression =
+    // "lz4"`), as the broker keeps them on disk.
+    let mut codecs = Vec::new();
+    for p in 0..3 {
+        codecs.extend(codecs_on_disk(&laps, p).await);
+    }
+    assert!(!codecs.is_empty());
+    assert!(codecs.iter().all(|c| *c == 3), "codecs on disk: {codecs:?}");
     assert!(
         read_all(&dlq).is_empty(),
         "repeated and reordered frames are not failures"

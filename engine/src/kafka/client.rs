@@ -2,7 +2,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::producer::{ProducerContext, ThreadedProducer};
 
-use crate::config::KafkaConfig;
+use crate::config::{Compression, KafkaConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -151,8 +151,9 @@ impl KafkaClients {
         context: C,
         max_record_bytes: usize,
         queue_kb: usize,
+        compression: Compression,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
-        self.producer_with_timeout(context, max_record_bytes, queue_kb, 0)
+        self.producer_with_timeout(context, max_record_bytes, queue_kb, 0, compression)
     }
 
     /// An exactly-once stage's producer: transactional, with a
@@ -171,10 +172,12 @@ impl KafkaClients {
         max_record_bytes: usize,
         queue_kb: usize,
         transactional_id: &str,
+        compression: Compression,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
         let max = max_record_bytes.clamp(1_000_000, 1_000_000_000).to_string();
         let queue_kb = queue_kb.clamp(1024, 2_097_151).to_string();
         self.config(&[
+            ("compression.type", compression.as_str()),
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("partitioner", "murmur2_random"),
@@ -212,7 +215,7 @@ impl KafkaClients {
         &self,
         context: C,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
-        self.producer_with_timeout(context, 1_000_000, 262_144, 30_000)
+        self.producer_with_timeout(context, 1_000_000, 262_144, 30_000, Compression::None)
     }
 
     fn producer_with_timeout<C: ProducerContext>(
@@ -221,11 +224,13 @@ impl KafkaClients {
         max_record_bytes: usize,
         queue_kb: usize,
         timeout_ms: u64,
+        compression: Compression,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
         let max = max_record_bytes.clamp(1_000_000, 1_000_000_000).to_string();
         let queue_kb = queue_kb.clamp(1024, 2_097_151).to_string();
         let timeout_ms = timeout_ms.to_string();
         self.config(&[
+            ("compression.type", compression.as_str()),
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("partitioner", "murmur2_random"),

@@ -274,8 +274,14 @@ pub fn prepare_stage(
             stage::max_record_bytes(sc),
             budget_kb,
             id,
+            sc.compression,
         )?,
-        None => clients.producer(deliveries, stage::max_record_bytes(sc), budget_kb)?,
+        None => clients.producer(
+            deliveries,
+            stage::max_record_bytes(sc),
+            budget_kb,
+            sc.compression,
+        )?,
     });
     shared.set_producer(producer.clone());
     Ok(StageParts {

@@ -172,6 +172,7 @@ impl Stage {
                 max_record_bytes(&self.config),
                 self.producer_queue_kb,
                 &id,
+                self.config.compression,
             )
             .map_err(|e| self.transaction_failure(&Fatal(e.to_string())))?;
         producer
