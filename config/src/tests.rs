@@ -206,13 +206,13 @@ fn full_file_parses_to_the_expected_model() {
                 limits: Limits::default(),
                 grants: Grants::default(),
                 config: serde_json::Map::new(),
-                line: 64,
+                line: 65,
             },
         ],
     };
     assert_eq!(config, expected);
 
-    assert_eq!(config.stage("alerts").map(|s| s.line), Some(64));
+    assert_eq!(config.stage("alerts").map(|s| s.line), Some(65));
     assert!(config.stage("missing").is_none());
     assert_eq!(
         config.topic("dev.telemetry.raw").and_then(|t| t.partitions),
