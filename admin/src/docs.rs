@@ -276,16 +276,17 @@ mod tests {
         out
     }
 
-    /// With a token, every POST declares the bearer requirement and its
-    /// 401; without one, nothing does, since nothing is asked.
+    /// With a token, every POST and the bridges declare the bearer
+    /// requirement and its 401; without one, nothing does, since nothing
+    /// is asked.
     #[tokio::test]
     async fn the_served_document_says_what_auth_each_mode_needs() {
         let with = served(test_state().with_token(Some("s3cret".into()))).await;
         assert_eq!(with, spec());
         assert!(with["components"]["securitySchemes"]["bearer"].is_object());
         for (op, security, unauthorized) in auth_of(&with) {
-            let post = op.starts_with("POST ");
-            assert_eq!((security, unauthorized), (post, post), "{op}");
+            let guarded = op.starts_with("POST ") || op.starts_with("GET /ws/");
+            assert_eq!((security, unauthorized), (guarded, guarded), "{op}");
         }
 
         let without = served(test_state()).await;

@@ -14,6 +14,15 @@ pub enum AppError {
     Unavailable(String),
     #[error("this request changes state and needs `Authorization: Bearer <WEIR_ADMIN_TOKEN>`")]
     Unauthorized,
+    /// A bridge off loopback: the token, as a bearer header or, for
+    /// browsers, which cannot set headers on a WebSocket, `access_token`.
+    #[error(
+        "a bridge needs `Authorization: Bearer <WEIR_ADMIN_TOKEN>` or `?access_token=<WEIR_ADMIN_TOKEN>`"
+    )]
+    BridgeUnauthorized,
+    /// A bridge route asked for without a WebSocket handshake.
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// The request conflicts with the current state (a replay of a stage
     /// whose plugin changed on disk).
     #[error("{0}")]
@@ -37,7 +46,12 @@ impl IntoResponse for AppError {
             AppError::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": message }))
             }
-            AppError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "error": message })),
+            AppError::Unauthorized | AppError::BridgeUnauthorized => {
+                (StatusCode::UNAUTHORIZED, json!({ "error": message }))
+            }
+            AppError::UpgradeRequired(_) => {
+                (StatusCode::UPGRADE_REQUIRED, json!({ "error": message }))
+            }
             AppError::Conflict(_) => (StatusCode::CONFLICT, json!({ "error": message })),
             AppError::Unprocessable(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

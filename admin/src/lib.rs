@@ -2,6 +2,7 @@
 //! [`AdminState`], so tests drive it with `tower::ServiceExt::oneshot` and
 //! `weir run` serves it.
 
+mod bridge;
 mod docs;
 pub use docs::OPENAPI;
 mod error;
@@ -24,6 +25,7 @@ use serde::Serialize;
 
 pub use error::AppError;
 
+use weir_engine::bridge::Hub;
 use weir_engine::topology::handle::ReloadHandle;
 use weir_engine::topology::reload::ReloadOutcome;
 use weir_engine::topology::{Running, StageInfo};
@@ -60,6 +62,8 @@ struct Inner {
     owners: Option<Owners>,
     /// Where this API listens, for answers that say who serves what.
     admin_listen: Option<std::net::SocketAddr>,
+    /// The pipeline's bridges, by name.
+    bridges: BTreeMap<String, Arc<Hub>>,
 }
 
 impl AdminState {
@@ -79,6 +83,7 @@ impl AdminState {
                 state: None,
                 owners: None,
                 admin_listen: None,
+                bridges: BTreeMap::new(),
             }),
         }
     }
@@ -86,6 +91,15 @@ impl AdminState {
     /// Reloads go through `handle`.
     pub fn with_reload(mut self, handle: ReloadHandle) -> Self {
         self.inner_mut().reload = handle;
+        self
+    }
+
+    /// The bridges served at `/ws/{bridge}`.
+    pub fn with_bridges(mut self, bridges: impl IntoIterator<Item = Arc<Hub>>) -> Self {
+        self.inner_mut().bridges = bridges
+            .into_iter()
+            .map(|hub| (hub.config().name.clone(), hub))
+            .collect();
         self
     }
 
@@ -173,6 +187,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api-docs/openapi.json", get(docs::openapi))
         .route("/api-docs", get(docs::page))
+        // Reading, but off loopback a bridge needs the token too; the
+        // handler checks it, since a browser's WebSocket cannot send a
+        // header.
+        .route("/ws/{bridge}", get(bridge::connect))
         .with_state(state)
 }
 
@@ -235,11 +253,21 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        prometheus::render(
-            &state.inner.metrics,
-            &snapshots(&state),
-            &generator_counters(&state),
-        ),
+        {
+            let mut text = prometheus::render(
+                &state.inner.metrics,
+                &snapshots(&state),
+                &generator_counters(&state),
+            );
+            let bridges: Vec<_> = state
+                .inner
+                .bridges
+                .iter()
+                .map(|(name, hub)| (name.as_str(), hub.stats()))
+                .collect();
+            prometheus::render_bridges(&mut text, &bridges);
+            text
+        },
     )
 }
 
@@ -290,6 +318,12 @@ pub(crate) fn full_status(state: &AdminState) -> serde_json::Value {
         "uptime_seconds": state.inner.started_at.elapsed().map(|d| d.as_secs()).unwrap_or(0),
         "reload": state.inner.reload.status(),
         "stages": stages,
+        "bridges": state
+            .inner
+            .bridges
+            .iter()
+            .map(|(name, hub)| (name.clone(), serde_json::to_value(hub.stats()).unwrap_or_default()))
+            .collect::<serde_json::Map<_, _>>(),
     });
     add_run(state, &stages, &mut v);
     v
@@ -518,6 +552,51 @@ pub(crate) mod tests {
         let (_, doc) = get_json(router(state()), "/api-docs/openapi.json").await;
         assert!(doc["paths"].get("/api/v1/start").is_none(), "{doc}");
         assert!(doc["paths"].get("/api/v1/status").is_some(), "{doc}");
+    }
+
+    fn with_bridge(state: AdminState) -> AdminState {
+        state.with_bridges([Hub::new(weir_config::BridgeConfig {
+            name: "live".into(),
+            topic: "telemetry".into(),
+            key: None,
+            schema: weir_config::BridgeSchema::TelemetryFrame,
+            queue: 8,
+            max_clients: 1,
+            behind: std::time::Duration::from_secs(5),
+        })])
+    }
+
+    #[tokio::test]
+    async fn a_bridge_answers_what_is_not_a_websocket_handshake_with_json() {
+        let (code, body) = get_json(router(with_bridge(state())), "/ws/live").await;
+        assert_eq!(code, StatusCode::UPGRADE_REQUIRED, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("WebSocket"));
+        let (code, body) = get_json(router(with_bridge(state())), "/ws/nope").await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+        let (code, body) = get_json(router(with_bridge(state())), "/ws/live?format=avro").await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["fields"][0]["field"], "format");
+        let (code, _) = get_json(router(with_bridge(state())), "/ws/live?nope=1").await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[tokio::test]
+    async fn a_bridge_needs_the_token_when_one_is_set() {
+        let guarded = || router(with_bridge(state().with_token(Some("s3cret".into()))));
+        let (code, body) = get_json(guarded(), "/ws/live").await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("access_token"));
+        let (code, _) = get_json(guarded(), "/ws/live?access_token=wrong").await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        // Past the token, as a query parameter or a header: not a handshake.
+        let (code, _) = get_json(guarded(), "/ws/live?access_token=s3cret").await;
+        assert_eq!(code, StatusCode::UPGRADE_REQUIRED);
+        let request = Request::get("/ws/live")
+            .header("authorization", "Bearer s3cret")
+            .body(Body::empty())
+            .unwrap();
+        let (code, _) = send(guarded(), request).await;
+        assert_eq!(code, StatusCode::UPGRADE_REQUIRED);
     }
 
     #[tokio::test]

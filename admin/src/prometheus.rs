@@ -231,6 +231,61 @@ fn render_plugin_metrics(out: &mut String, registry: &Registry) {
 }
 
 /// `stages` are the registry's snapshots, completed by the caller.
+/// The bridges' series, appended to `out`: one family at a time.
+pub fn render_bridges(out: &mut String, bridges: &[(&str, weir_engine::bridge::BridgeStats)]) {
+    type Get = fn(&weir_engine::bridge::BridgeStats) -> u64;
+    let families: [(&str, &str, &str, Get); 6] = [
+        ("clients", "gauge", "WebSocket clients connected.", |s| {
+            s.clients_connected as u64
+        }),
+        (
+            "messages_received_total",
+            "counter",
+            "Records read from the bridged topic.",
+            |s| s.messages_received,
+        ),
+        (
+            "messages_relayed_total",
+            "counter",
+            "Records sent to clients.",
+            |s| s.messages_relayed,
+        ),
+        (
+            "bytes_relayed_total",
+            "counter",
+            "Bytes sent to clients.",
+            |s| s.bytes_relayed,
+        ),
+        (
+            "messages_dropped_total",
+            "counter",
+            "Records slow clients lost.",
+            |s| s.messages_dropped,
+        ),
+        (
+            "clients_behind_total",
+            "counter",
+            "Clients cut off for staying behind.",
+            |s| s.clients_behind,
+        ),
+    ];
+    if bridges.is_empty() {
+        return;
+    }
+    for (name, kind, help, get) in families {
+        let _ = writeln!(out, "# HELP weir_bridge_{name} {help}");
+        let _ = writeln!(out, "# TYPE weir_bridge_{name} {kind}");
+        for (bridge, stats) in bridges {
+            let _ = writeln!(
+                out,
+                "weir_bridge_{name}{{bridge=\"{}\"}} {}",
+                escape(bridge),
+                get(stats)
+            );
+        }
+    }
+}
+
 pub fn render(
     registry: &Registry,
     stages: &BTreeMap<String, StageSnapshot>,

@@ -96,6 +96,9 @@ pub fn restart_needed(old: &PipelineConfig, new: &PipelineConfig) -> Option<Stri
     if old.kafka.brokers != new.kafka.brokers {
         return Some("[kafka].brokers changed".to_string());
     }
+    if old.bridges != new.bridges {
+        return Some("a [[bridge]] changed".to_string());
+    }
     (old.kafka.group_id != new.kafka.group_id).then(|| {
         format!(
             "[kafka].group_id changed from {:?} to {:?} (a new group would reprocess every \

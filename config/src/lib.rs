@@ -65,6 +65,20 @@
 //! [stage.config]                    # optional, free-form; given to the plugin's init as
 //! threshold = 0.7                   # JSON (datetimes become strings; NaN and infinity are
 //!                                   # rejected because JSON cannot carry them)
+//!
+//! [[bridge]]                        # zero or more: a topic relayed live to WebSocket
+//!                                   # clients of the admin listener, at /ws/{name}
+//! name = "live"                     # required, unique, ^[a-z0-9][a-z0-9_-]*$
+//! topic = "telemetry"               # required, declared; read from its end, never committed
+//! key = "sessionId"                 # optional: the header naming a record's session
+//!                                   # (default: the record key)
+//! schema = "telemetry_frame"        # default; protobuf TelemetryFrames, decoded for
+//!                                   # format=json clients; "json": JSON values as they are
+//! queue = 1024                      # default 1024, 1..=65536 records held per client; a
+//!                                   # slow client loses the oldest and is told how many
+//! max_clients = 100                 # default 100, 1..=10000
+//! behind_ms = 5000                  # default 5000, 100..=600000: a client whose queue stays
+//!                                   # full this long is disconnected
 //! ```
 //!
 //! Stages must not form a cycle, where stage A feeds stage B when one of A's `outputs` is one
@@ -97,6 +111,7 @@
 //! The environment is passed in as an [`Env`] ([`ProcessEnv`] for the real one), so that
 //! parsing is pure apart from checking that plugin files exist.
 
+mod bridge;
 mod cycle;
 mod diagnostic;
 mod diff;
@@ -117,9 +132,9 @@ pub use diagnostic::{ConfigError, Diagnostic};
 pub use diff::{ConfigDiff, restart_needed};
 pub use env::{Env, ProcessEnv};
 pub use model::{
-    AdminConfig, BatchConfig, Brokers, Compression, DEFAULT_COMMIT_INTERVAL,
-    DEFAULT_MAX_BUFFERED_BYTES, Grants, KafkaConfig, Limits, OnError, PipelineConfig, Processing,
-    StageConfig, StateBackend, TopicConfig,
+    AdminConfig, BatchConfig, BridgeConfig, BridgeSchema, Brokers, Compression,
+    DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BUFFERED_BYTES, Grants, KafkaConfig, Limits, OnError,
+    PipelineConfig, Processing, StageConfig, StateBackend, TopicConfig,
 };
 pub use partitions::check_copartitioned;
 

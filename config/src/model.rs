@@ -14,6 +14,45 @@ pub struct PipelineConfig {
     pub admin: AdminConfig,
     pub topics: Vec<TopicConfig>,
     pub stages: Vec<StageConfig>,
+    pub bridges: Vec<BridgeConfig>,
+}
+
+/// `[[bridge]]`: a topic relayed live to WebSocket clients of the admin
+/// listener, at `/ws/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    pub name: String,
+    /// After prefix substitution.
+    pub topic: String,
+    /// The header that names a record's session; `None`: the record key.
+    pub key: Option<String>,
+    /// How `format=json` clients get the values.
+    pub schema: BridgeSchema,
+    /// Records held per client; a slow client loses the oldest.
+    pub queue: usize,
+    pub max_clients: usize,
+    /// A client whose queue stays full this long is disconnected.
+    pub behind: Duration,
+}
+
+/// What a bridged topic's values are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BridgeSchema {
+    /// Protobuf `TelemetryFrame`s (racing telemetry), decoded for JSON
+    /// clients.
+    #[default]
+    TelemetryFrame,
+    /// JSON, relayed as it is.
+    Json,
+}
+
+impl BridgeSchema {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BridgeSchema::TelemetryFrame => "telemetry_frame",
+            BridgeSchema::Json => "json",
+        }
+    }
 }
 
 impl PipelineConfig {

@@ -155,9 +155,29 @@ pub(super) struct RawDocument<'i> {
     pub(super) stages: Vec<Item<'i, RawStage>>,
     /// How many `[[stage]]` items the file has, including broken ones.
     pub(super) stage_count: usize,
+    pub(super) bridges: Vec<Item<'i, RawBridge>>,
 }
 
-const TOP_LEVEL_KEYS: &str = "`kafka`, `admin`, `topic`, `stage`";
+const TOP_LEVEL_KEYS: &str = "`kafka`, `admin`, `topic`, `stage`, `bridge`";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawBridge {
+    pub(super) name: Spanned<String>,
+    pub(super) topic: Spanned<String>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) schema: Option<RawBridgeSchema>,
+    pub(super) queue: Option<Spanned<i64>>,
+    pub(super) max_clients: Option<Spanned<i64>>,
+    pub(super) behind_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawBridgeSchema {
+    TelemetryFrame,
+    Json,
+}
 
 pub(super) fn split<'i>(root: &DeTable<'i>, report: &mut Report<'_>) -> RawDocument<'i> {
     let mut doc = RawDocument::default();
@@ -188,6 +208,12 @@ pub(super) fn split<'i>(root: &DeTable<'i>, report: &mut Report<'_>) -> RawDocum
                     doc.stage_count += 1;
                     doc.stages
                         .extend(deserialize(element, &path.index(index), &["batch"], report));
+                }
+            }
+            "bridge" => {
+                for (index, element) in array_of_tables(value, &path, report).iter().enumerate() {
+                    doc.bridges
+                        .extend(deserialize(element, &path.index(index), &[], report));
                 }
             }
             _ => report.at(

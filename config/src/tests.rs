@@ -209,6 +209,7 @@ fn full_file_parses_to_the_expected_model() {
                 line: 65,
             },
         ],
+        bridges: Vec::new(),
     };
     assert_eq!(config, expected);
 
@@ -778,4 +779,65 @@ fn check_copartitioned_reports_every_mismatch_with_known_counts() {
     assert!(check_copartitioned(&config, &|_| None).is_ok());
     // One known count has nothing to differ from.
     assert!(check_copartitioned(&config, &|t| (t == "orders").then_some(6)).is_ok());
+}
+
+#[test]
+fn a_bridge_relays_a_declared_topic_with_defaults_filled_in() {
+    let config = parse_ok(
+        r#"
+[kafka]
+brokers = "h1:9092"
+topic_prefix = "p"
+
+[[topic]]
+name = "{prefix}.telemetry"
+[[topic]]
+name = "events"
+[[topic]]
+name = "dlq"
+
+[[stage]]
+name = "s"
+plugin = "empty.wasm"
+inputs = ["{prefix}.telemetry"]
+dead_letter = "dlq"
+
+[[bridge]]
+name = "live"
+topic = "{prefix}.telemetry"
+key = "sessionId"
+
+[[bridge]]
+name = "events"
+topic = "events"
+schema = "json"
+queue = 16
+max_clients = 2
+behind_ms = 250
+"#,
+        &no_env(),
+    );
+    assert_eq!(
+        config.bridges,
+        [
+            BridgeConfig {
+                name: "live".into(),
+                topic: "p.telemetry".into(),
+                key: Some("sessionId".into()),
+                schema: BridgeSchema::TelemetryFrame,
+                queue: 1024,
+                max_clients: 100,
+                behind: Duration::from_secs(5),
+            },
+            BridgeConfig {
+                name: "events".into(),
+                topic: "events".into(),
+                key: None,
+                schema: BridgeSchema::Json,
+                queue: 16,
+                max_clients: 2,
+                behind: Duration::from_millis(250),
+            },
+        ]
+    );
 }

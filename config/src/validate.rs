@@ -26,7 +26,7 @@ use super::raw::{
     self, Item, RawCompression, RawDocument, RawKafka, RawProcessing, RawStage, RawStateBackend,
     RawTopic,
 };
-use super::sandbox;
+use super::{bridge, sandbox};
 
 const SECURITY_PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
 const SASL_MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
@@ -72,6 +72,7 @@ pub(super) fn validate(
     unique_stage_names(&stages, report);
     cycles(&stages, report);
     copartitioned(&stages, &topics.configs, report);
+    let bridges = bridge::bridges(doc.bridges, &kafka.topic_prefix, &topics, report);
 
     if report.has_errors() {
         return None;
@@ -82,6 +83,7 @@ pub(super) fn validate(
         admin,
         topics: topics.configs,
         stages: stages.into_iter().map(|located| located.stage).collect(),
+        bridges,
     })
 }
 
@@ -308,7 +310,7 @@ fn admin(raw: Option<raw::RawAdmin>, report: &mut Report<'_>) -> AdminConfig {
 }
 
 /// The declared topics, and where each was declared.
-struct Topics {
+pub(super) struct Topics {
     configs: Vec<TopicConfig>,
     /// Every declared name, including those of broken `[[topic]]`s, with its declaration.
     declared: HashMap<String, Range<usize>>,
@@ -388,7 +390,7 @@ impl Topics {
     }
 
     /// Reports `topic` (already substituted) when it is not declared.
-    fn check_declared(
+    pub(super) fn check_declared(
         &self,
         topic: &str,
         span: &Range<usize>,
@@ -405,7 +407,7 @@ impl Topics {
     }
 }
 
-fn substitute(template: &str, prefix: &str) -> String {
+pub(super) fn substitute(template: &str, prefix: &str) -> String {
     template.replace(PREFIX_PLACEHOLDER, prefix)
 }
 
@@ -618,7 +620,7 @@ fn state_backend(raw: Option<RawStateBackend>) -> StateBackend {
     }
 }
 
-fn is_stage_name(name: &str) -> bool {
+pub(super) fn is_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

@@ -8,6 +8,7 @@
 use weir_config as config;
 use weir_runtime::{metrics, state, wasm};
 
+pub mod bridge;
 pub mod kafka;
 pub mod topology;
 pub mod watch;

@@ -307,11 +307,19 @@ pub async fn run(
         config.topics.iter().map(|t| t.name.clone()).collect(),
     );
 
+    let mut bridges = Vec::new();
+    for bc in &config.bridges {
+        let hub = crate::bridge::Hub::new(bc.clone());
+        crate::bridge::start(hub.clone(), &clients, shutdown.clone())?;
+        bridges.push(hub);
+    }
+
     let listener = bind(config.admin.listen).await?;
     let admin_state = AdminState::new(bootstrap, embedded, metrics.clone())
         .with_reload(options.reload.clone())
         .with_token(options.admin_token.clone())
         .with_state(state.clone())
+        .with_bridges(bridges)
         .with_owners({
             let (clients, kafka) = (clients.clone(), config.kafka.clone());
             std::sync::Arc::new(move |stage: &str, partition: i32| {

@@ -9,7 +9,7 @@
 pub mod app;
 pub use weir_admin as admin;
 pub use weir_config as config;
-pub use weir_engine::{kafka, topology, watch};
+pub use weir_engine::{bridge, kafka, topology, watch};
 pub use weir_runtime::{metrics, state, wasm};
 #[cfg(feature = "scenarios")]
 pub use weir_scenarios::{control, generate};

@@ -51,6 +51,13 @@ pub enum KafkaError {
     DeleteRecords { topic: String, reason: String },
     #[error("cannot start the embedded broker: {0}")]
     Embedded(#[source] rdkafka::error::KafkaError),
+    #[error("bridge {bridge}: cannot read {topic}: {source}")]
+    Bridge {
+        bridge: String,
+        topic: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Settings shared by every client of one pipeline.
@@ -339,6 +346,20 @@ impl KafkaClients {
             // Enough to keep a restore going at its pace; more only costs
             // memory (a restore of a million keys peaked past 400 MiB).
             ("queued.max.messages.kbytes", "65536"),
+        ])
+        .create()
+        .map_err(self.client_err("consumer"))
+    }
+
+    /// A bridge's consumer: assigned partitions (no group membership),
+    /// from their ends, committing nothing, fetching with little delay.
+    pub fn bridge_consumer(&self, bridge: &str) -> Result<BaseConsumer, KafkaError> {
+        self.config(&[
+            ("group.id", &format!("weir-bridge-{bridge}")),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "latest"),
+            ("fetch.wait.max.ms", "10"),
         ])
         .create()
         .map_err(self.client_err("consumer"))

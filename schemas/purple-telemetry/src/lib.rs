@@ -55,14 +55,21 @@ pub fn decode(value: &[u8]) -> Result<TelemetryFrame, String> {
 pub struct FrameJson {
     pub timestamp: i64,
     pub lap_time: i32,
-    pub throttle: f32,
-    pub brake: f32,
-    pub steering: f32,
-    pub speed: f32,
+    pub throttle: f64,
+    pub brake: f64,
+    pub steering: f64,
+    pub speed: f64,
     pub gear: i32,
     pub rpm: i32,
-    pub normalized_position: f32,
+    pub normalized_position: f64,
     pub lap_number: i32,
+}
+
+/// `x` as the f64 its shortest decimal form reads as: 212.37, not the
+/// 212.3699951171875 that widening the float32 gives, and it reads back as
+/// the same float32.
+fn shortest(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 impl From<&TelemetryFrame> for FrameJson {
@@ -70,13 +77,13 @@ impl From<&TelemetryFrame> for FrameJson {
         FrameJson {
             timestamp: f.timestamp,
             lap_time: f.lap_time,
-            throttle: f.throttle,
-            brake: f.brake,
-            steering: f.steering,
-            speed: f.speed,
+            throttle: shortest(f.throttle),
+            brake: shortest(f.brake),
+            steering: shortest(f.steering),
+            speed: shortest(f.speed),
             gear: f.gear,
             rpm: f.rpm,
-            normalized_position: f.normalized_position,
+            normalized_position: shortest(f.normalized_position),
             lap_number: f.lap_number,
         }
     }
@@ -155,6 +162,17 @@ mod tests {
         let empty_wrapper = TelemetryMessage { telemetry: None }.encode_to_vec();
         // An empty message encodes to no bytes at all.
         assert!(decode(&empty_wrapper).is_err());
+    }
+
+    #[test]
+    fn json_floats_are_written_short_and_read_back_exactly() {
+        let json = FrameJson::from(&TelemetryFrame {
+            speed: 212.37,
+            ..frame()
+        });
+        assert_eq!(json.speed, 212.37);
+        assert_eq!(json.speed as f32, 212.37f32);
+        assert_eq!(json.normalized_position, 0.42);
     }
 
     #[test]
