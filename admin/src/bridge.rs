@@ -5,7 +5,7 @@
 //! bridge's schema) or `protobuf` (a binary message per record, the value
 //! as it is on the topic). A client that falls behind gets a text message
 //! `{"dropped": n}` before the next record it gets, and is closed (1008)
-//! if it stays behind.
+//! if it goes on losing records for the bridge's `behind_ms`.
 
 use std::collections::HashSet;
 
@@ -124,7 +124,7 @@ async fn serve(mut socket: WebSocket, sub: Subscription, format: Format) {
             Next::Behind => {
                 let close = CloseFrame {
                     code: 1008,
-                    reason: "too far behind: its queue stayed full for behind_ms".into(),
+                    reason: "too far behind: it lost records for behind_ms".into(),
                 };
                 let _ = socket.send(Message::Close(Some(close))).await;
                 return;
@@ -146,7 +146,7 @@ async fn serve(mut socket: WebSocket, sub: Subscription, format: Format) {
             _ => 0,
         };
         // A client that reads nothing fills its socket: it is left once
-        // one send has waited as long as a queue may stay full.
+        // one send has waited as long as a client may stay behind.
         match tokio::time::timeout(behind, socket.send(message)).await {
             Ok(Ok(())) => sub.hub().relayed(bytes),
             _ => return,

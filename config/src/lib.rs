@@ -77,8 +77,8 @@
 //! queue = 1024                      # default 1024, 1..=65536 records held per client; a
 //!                                   # slow client loses the oldest and is told how many
 //! max_clients = 100                 # default 100, 1..=10000
-//! behind_ms = 5000                  # default 5000, 100..=600000: a client whose queue stays
-//!                                   # full this long is disconnected
+//! behind_ms = 5000                  # default 5000, 100..=600000: a client that goes on losing
+//!                                   # records this long is disconnected
 //! ```
 //!
 //! Stages must not form a cycle, where stage A feeds stage B when one of A's `outputs` is one

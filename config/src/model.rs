@@ -31,7 +31,8 @@ pub struct BridgeConfig {
     /// Records held per client; a slow client loses the oldest.
     pub queue: usize,
     pub max_clients: usize,
-    /// A client whose queue stays full this long is disconnected.
+    /// A client that goes on losing records this long (its queue never
+    /// more than half free) is disconnected.
     pub behind: Duration,
 }
 

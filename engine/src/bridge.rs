@@ -5,8 +5,9 @@
 //! hands it to every client that wants its session.
 //!
 //! A client has a queue of its own, of `queue` records. A client that does
-//! not keep up loses the oldest records and is told how many; one whose
-//! queue stays full for `behind_ms` is disconnected. Records of a session
+//! not keep up loses the oldest records and is told how many. One that
+//! goes on losing records for `behind_ms`, its queue never more than half
+//! free meanwhile, is disconnected. Records of a session
 //! reach a client in the order of their partition, which is the order they
 //! were produced in.
 
@@ -282,7 +283,12 @@ impl Subscription {
                 }
                 if let Some(record) = q.records.pop_front() {
                     let dropped = std::mem::take(&mut q.dropped);
-                    q.full_since = None;
+                    // Caught up only once half its queue is free: a client
+                    // that reads, but slower than records come, stays
+                    // behind.
+                    if q.records.len() <= self.hub.config.queue / 2 {
+                        q.full_since = None;
+                    }
                     return Next::Record { record, dropped };
                 }
             }
@@ -481,6 +487,29 @@ mod tests {
         assert!(matches!(futures_lite_now(stuck.next()), Some(Next::Behind)));
         assert_eq!(drain(&keeping_up), [(4, 0)]);
         assert_eq!(hub.stats().clients_behind, 1);
+    }
+
+    #[test]
+    fn a_client_that_reads_slower_than_records_come_is_cut_off_too() {
+        let hub = hub(4, 10, 1_000);
+        let slow = hub.subscribe(None).unwrap();
+        let t0 = Instant::now();
+        let mut offset = 0;
+        let mut publish = |at: u64| {
+            for _ in 0..2 {
+                hub.publish(record("a", offset), t0 + Duration::from_millis(at));
+                offset += 1;
+            }
+        };
+        // Two records come for each one it reads: full from the third step.
+        for step in 0..=10 {
+            publish(step * 100);
+            if let Some(Next::Behind) = futures_lite_now(slow.next()) {
+                panic!("cut off at step {step}, before behind_ms");
+            }
+        }
+        publish(1_300);
+        assert!(matches!(futures_lite_now(slow.next()), Some(Next::Behind)));
     }
 
     #[test]
