@@ -219,17 +219,20 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    if let Some(token) = &state.inner.token {
-        let given = request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return Err(AppError::Unauthorized);
-        }
+    if let Some(token) = &state.inner.token
+        && bearer(request.headers()) != Some(token.as_str())
+    {
+        return Err(AppError::Unauthorized);
     }
     Ok(next.run(request).await)
+}
+
+/// The bearer token of a request's `Authorization` header, if it has one.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Reads pipeline.toml and the plugin files again and swaps in what

@@ -41,16 +41,14 @@ pub(super) fn bridges(
         }
         let topic = substitute(raw.topic.get_ref(), prefix);
         topics.check_declared(&topic, &raw.topic.span(), &path.key("topic"), report);
-        let key = raw.key.as_ref().map(|k| k.get_ref().clone());
-        if let (Some(k), Some(span)) = (&key, raw.key.as_ref().map(|k| k.span()))
-            && k.is_empty()
-        {
+        if let Some(empty) = raw.key.as_ref().filter(|k| k.get_ref().is_empty()) {
             report.at(
-                &span,
+                &empty.span(),
                 Some(&path.key("key")),
                 "key must name a header; leave it out to use the record key",
             );
         }
+        let key = raw.key.map(serde_spanned::Spanned::into_inner);
         let mut get = |value: Option<serde_spanned::Spanned<i64>>, key: &str, min, max, default| {
             value
                 .and_then(|v| in_range(&v, min, max, &path.key(key), report))

@@ -160,7 +160,7 @@ impl KafkaClients {
         queue_kb: usize,
         compression: Compression,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
-        self.producer_with_timeout(context, max_record_bytes, queue_kb, 0, compression)
+        self.producer_with_timeout(context, max_record_bytes, queue_kb, 0, compression, &[])
     }
 
     /// An exactly-once stage's producer: transactional, with a
@@ -181,23 +181,17 @@ impl KafkaClients {
         transactional_id: &str,
         compression: Compression,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
-        let max = max_record_bytes.clamp(1_000_000, 1_000_000_000).to_string();
-        let queue_kb = queue_kb.clamp(1024, 2_097_151).to_string();
-        self.config(&[
-            ("compression.type", compression.as_str()),
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("partitioner", "murmur2_random"),
-            ("linger.ms", "5"),
-            ("batch.num.messages", "10000"),
-            ("queue.buffering.max.kbytes", &queue_kb),
-            ("transactional.id", transactional_id),
-            ("transaction.timeout.ms", "10000"),
-            ("message.timeout.ms", "10000"),
-            ("message.max.bytes", &max),
-        ])
-        .create_with_context(context)
-        .map_err(self.client_err("producer"))
+        self.producer_with_timeout(
+            context,
+            max_record_bytes,
+            queue_kb,
+            10_000,
+            compression,
+            &[
+                ("transactional.id", transactional_id),
+                ("transaction.timeout.ms", "10000"),
+            ],
+        )
     }
 
     /// The `transactional.id` of a stage in this process: stable across
@@ -222,7 +216,7 @@ impl KafkaClients {
         &self,
         context: C,
     ) -> Result<ThreadedProducer<C>, KafkaError> {
-        self.producer_with_timeout(context, 1_000_000, 262_144, 30_000, Compression::None)
+        self.producer_with_timeout(context, 1_000_000, 262_144, 30_000, Compression::None, &[])
     }
 
     fn producer_with_timeout<C: ProducerContext>(
@@ -232,23 +226,26 @@ impl KafkaClients {
         queue_kb: usize,
         timeout_ms: u64,
         compression: Compression,
+        extra: &[(&str, &str)],
     ) -> Result<ThreadedProducer<C>, KafkaError> {
         let max = max_record_bytes.clamp(1_000_000, 1_000_000_000).to_string();
         let queue_kb = queue_kb.clamp(1024, 2_097_151).to_string();
         let timeout_ms = timeout_ms.to_string();
-        self.config(&[
+        let mut settings = vec![
             ("compression.type", compression.as_str()),
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("partitioner", "murmur2_random"),
             ("linger.ms", "5"),
             ("batch.num.messages", "10000"),
-            ("queue.buffering.max.kbytes", &queue_kb),
-            ("message.timeout.ms", &timeout_ms),
-            ("message.max.bytes", &max),
-        ])
-        .create_with_context(context)
-        .map_err(self.client_err("producer"))
+            ("queue.buffering.max.kbytes", queue_kb.as_str()),
+            ("message.timeout.ms", timeout_ms.as_str()),
+            ("message.max.bytes", max.as_str()),
+        ];
+        settings.extend_from_slice(extra);
+        self.config(&settings)
+            .create_with_context(context)
+            .map_err(self.client_err("producer"))
     }
 
     /// A consumer in no group, to read single records back by offset.
